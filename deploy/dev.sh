@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Pulseplane developer entry point (Debian, run as root or with the packages present).
+#
+#   ./deploy/dev.sh run    build and run the main job on its embedded default
+#   ./deploy/dev.sh test   run the whole test suite
+#
+# Each installs the system packages it needs when they are missing.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# Installs Debian packages that are not installed yet.
+ensure_packages() {
+  local missing=()
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    log "missing packages: ${missing[*]} (install them, or run as root on Debian)"
+    exit 1
+  fi
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null; then
+    ensure_packages curl ca-certificates
+    log "installing the Rust toolchain with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+}
+
+# Build dependencies: a C/C++ toolchain, and libclang for the RocksDB bindings.
+ensure_build_deps() {
+  ensure_packages build-essential pkg-config libclang-dev
+  ensure_rust
+}
+
+cmd_run() {
+  ensure_build_deps
+  log "building the pulseplane CLI"
+  cargo build --locked -q -p pulseplane-node --bin pulseplane
+  local bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/pulseplane"
+  local snap="$ROOT/deploy/examples/prod-snapshot.json"
+  log "evaluating flags from $snap (no control plane needed)"
+  for ctx in \
+    '{"targeting_key":"user-1","attributes":{"country":"NL","plan":"pro"}}' \
+    '{"targeting_key":"user-2","attributes":{"country":"US","plan":"free"}}' \
+    '{"targeting_key":"user-3","attributes":{"country":"US","plan":"free","app_version":"2.4.0"}}'; do
+    for flag in new-checkout checkout-theme request-timeout-ms; do
+      printf '%s %s -> ' "$flag" "$ctx"
+      "$bin" eval --file "$snap" --flag "$flag" --context "$ctx" | tr -d '\n' | tr -s ' '
+      echo
+    done
+  done
+}
+
+cmd_test() {
+  ensure_build_deps
+  log "running the test suite"
+  cargo test --workspace --locked
+}
+
+case "${1:-}" in
+  run) cmd_run ;;
+  test) cmd_test ;;
+  *)
+    echo "usage: $0 run|test" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,195 @@
+//! The snapshot wire format: one environment's published content, as SDKs
+//! download it and as the CI/CD bootstrap export writes it.
+//!
+//! `digest` is the lowercase hex SHA-256 of the RFC 8785 canonical JSON of
+//! the snapshot object without its `digest` member, so any language can
+//! recompute it. Members this version does not know are covered too.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::compile::FlagSet;
+use crate::issue::{Issue, ValidationError, parse_json};
+use crate::jcs::to_canonical_string;
+use crate::model::{Flag, Segment};
+use crate::time::format_rfc3339_millis;
+
+/// The snapshot format this crate writes and reads.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// One environment's published flags and segments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub format: u32,
+    pub env: String,
+    /// Environment version; 0 before the first publish.
+    pub version: u64,
+    /// RFC 3339 time of the publish that made this version; null for 0.
+    pub published_at: Option<String>,
+    /// Sorted by key; killed flags have `enabled: false, killed: true`.
+    pub flags: Vec<Flag>,
+    /// Sorted by key.
+    pub segments: Vec<Segment>,
+    pub digest: String,
+}
+
+/// Why a snapshot file or response was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is not valid JSON of the snapshot shape: {0}")]
+    Parse(#[source] ValidationError),
+    #[error("snapshot format {found} is not supported (this build reads {SNAPSHOT_FORMAT})")]
+    UnsupportedFormat { found: u64 },
+    #[error("snapshot digest mismatch: it says {stated}, its content hashes to {computed}")]
+    DigestMismatch { stated: String, computed: String },
+    #[error("snapshot content is invalid: {0}")]
+    Invalid(#[source] ValidationError),
+}
+
+/// SHA-256 (lowercase hex) of the canonical JSON of `value`.
+pub fn canonical_sha256(value: &Value) -> String {
+    let text = to_canonical_string(value);
+    let hash = Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in hash {
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
+    }
+    out
+}
+
+fn digest_of(mut value: Value) -> String {
+    if let Value::Object(map) = &mut value {
+        map.remove("digest");
+    }
+    canonical_sha256(&value)
+}
+
+impl Snapshot {
+    /// Builds a snapshot and its digest; flags and segments are sorted by key.
+    pub fn new(
+        env: &str,
+        version: u64,
+        published_at_ms: Option<i64>,
+        mut flags: Vec<Flag>,
+        mut segments: Vec<Segment>,
+    ) -> Snapshot {
+        flags.sort_by(|a, b| a.key.cmp(&b.key));
+        segments.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut snap = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            env: env.to_owned(),
+            version,
+            published_at: published_at_ms.map(format_rfc3339_millis),
+            flags,
+            segments,
+            digest: String::new(),
+        };
+        snap.digest = snap.compute_digest();
+        snap
+    }
+
+    /// The digest of this snapshot's content.
+    pub fn compute_digest(&self) -> String {
+        digest_of(serde_json::to_value(self).unwrap_or(Value::Null))
+    }
+
+    /// Compact JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses a snapshot and checks its format and digest. The content is
+    /// checked when it is compiled.
+    pub fn from_json(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+        let value: Value = parse_json(bytes).map_err(SnapshotError::Parse)?;
+        let Some(map) = value.as_object() else {
+            return Err(SnapshotError::Parse(ValidationError {
+                issues: vec![Issue::new("", "expected a JSON object")],
+            }));
+        };
+        match map.get("format").and_then(Value::as_u64) {
+            Some(f) if f == u64::from(SNAPSHOT_FORMAT) => {}
+            Some(f) => return Err(SnapshotError::UnsupportedFormat { found: f }),
+            None => {
+                return Err(SnapshotError::Parse(ValidationError {
+                    issues: vec![Issue::new("/format", "missing or not an integer")],
+                }));
+            }
+        }
+        let stated = map.get("digest").and_then(Value::as_str).unwrap_or("").to_owned();
+        let computed = digest_of(value.clone());
+        if stated != computed {
+            return Err(SnapshotError::DigestMismatch { stated, computed });
+        }
+        let text = serde_json::to_vec(&value).unwrap_or_default();
+        parse_json(&text).map_err(SnapshotError::Parse)
+    }
+
+    /// Validates and compiles the content for evaluation.
+    pub fn compile(&self) -> Result<FlagSet, SnapshotError> {
+        FlagSet::compile(&self.env, self.version, &self.flags, &self.segments)
+            .map_err(SnapshotError::Invalid)
+    }
+
+    /// Parses, verifies and compiles in one step.
+    pub fn load(bytes: &[u8]) -> Result<(Snapshot, FlagSet), SnapshotError> {
+        let snap = Snapshot::from_json(bytes)?;
+        let set = snap.compile()?;
+        Ok((snap, set))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FlagKind;
+
+    #[test]
+    fn round_trip_and_digest() {
+        let snap = Snapshot::new(
+            "prod",
+            3,
+            Some(1_795_827_723_456),
+            vec![Flag::new("b", FlagKind::Boolean), Flag::new("a", FlagKind::Boolean)],
+            vec![],
+        );
+        assert_eq!(snap.flags[0].key, "a");
+        assert_eq!(snap.published_at.as_deref(), Some("2026-11-28T01:02:03.456Z"));
+        let text = snap.to_json();
+        let back = Snapshot::from_json(&text).unwrap();
+        assert_eq!(back, snap);
+        assert_eq!(back.compile().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let snap = Snapshot::new("prod", 1, Some(0), vec![Flag::new("a", FlagKind::Boolean)], vec![]);
+        let text = String::from_utf8(snap.to_json()).unwrap().replace("\"enabled\":true", "\"enabled\":false");
+        assert!(matches!(
+            Snapshot::from_json(text.as_bytes()),
+            Err(SnapshotError::DigestMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_members_are_covered_by_the_digest() {
+        let snap = Snapshot::new("prod", 1, Some(0), vec![], vec![]);
+        let mut v = serde_json::to_value(&snap).unwrap();
+        v["future_field"] = Value::from(7);
+        v["digest"] = Value::from(digest_of(v.clone()));
+        let back = Snapshot::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert_eq!(back.version, 1);
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        assert!(matches!(Snapshot::from_json(b"{"), Err(SnapshotError::Parse(_))));
+        assert!(matches!(Snapshot::from_json(b"[]"), Err(SnapshotError::Parse(_))));
+        assert!(matches!(
+            Snapshot::from_json(br#"{"format":2}"#),
+            Err(SnapshotError::UnsupportedFormat { found: 2 })
+        ));
+    }
+}

@@ -1,0 +1,787 @@
+//! The replicated state and its pure transitions.
+//!
+//! [`State::apply`] is deterministic: the same command sequence gives a
+//! byte-identical [`State::digest`] on every replica. All maps are ordered.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, CommandEnvelope, CommandError, Outcome};
+use crate::compile::{FlagSet, check_prerequisite_graph, validate_flag, validate_segment};
+use crate::issue::{Issue, ValidationError};
+use crate::limits::{MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_TOKEN_LEN, check_key};
+use crate::model::{Environment, Flag, Operator, Segment};
+use crate::snapshot::{Snapshot, canonical_sha256};
+
+/// How long a command's idempotency key is remembered, by command time.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+/// How many idempotency keys are remembered at most.
+pub const IDEMPOTENCY_MAX_KEYS: usize = 100_000;
+
+/// Everything the control plane replicates.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub environments: BTreeMap<String, EnvState>,
+    pub idempotency: IdempotencyLog,
+}
+
+/// Recent commands by idempotency key, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdempotencyLog {
+    entries: BTreeMap<String, Recorded>,
+    order: VecDeque<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Recorded {
+    at_ms: i64,
+    /// Digest of the command, to spot a key reused for another command.
+    command: String,
+    result: Result<Outcome, CommandError>,
+}
+
+/// A draft (unpublished) flag or segment with its write metadata.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Draft<T> {
+    /// The item, its `version` field set to its revision.
+    pub item: T,
+    pub updated_at_ms: i64,
+    pub updated_by: String,
+}
+
+/// One published version of an environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    pub version: u64,
+    pub at_ms: i64,
+    pub author: String,
+    pub message: String,
+    pub action: VersionAction,
+    pub changed_flags: Vec<String>,
+    pub changed_segments: Vec<String>,
+    /// Content: flag key → published revision.
+    pub flags: BTreeMap<String, u64>,
+    /// Content: segment key → published revision.
+    pub segments: BTreeMap<String, u64>,
+}
+
+/// What made a version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum VersionAction {
+    Publish,
+    Rollback { to: u64 },
+    Kill { flag: String },
+    Restore { flag: String },
+}
+
+/// A kill switch in force.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KillRecord {
+    pub at_ms: i64,
+    pub by: String,
+    /// The environment version the kill created.
+    pub version: u64,
+}
+
+/// One environment: drafts, published history and kill switches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnvState {
+    pub key: String,
+    pub name: String,
+    pub created_at_ms: i64,
+    /// Last revision handed out to a draft write in this environment.
+    pub revision_seq: u64,
+    pub draft_flags: BTreeMap<String, Draft<Flag>>,
+    pub draft_segments: BTreeMap<String, Draft<Segment>>,
+    /// Version n is at index n - 1.
+    pub versions: Vec<VersionRecord>,
+    /// Every published flag revision, by key then revision.
+    pub flag_revisions: BTreeMap<String, BTreeMap<u64, Flag>>,
+    pub segment_revisions: BTreeMap<String, BTreeMap<u64, Segment>>,
+    pub kills: BTreeMap<String, KillRecord>,
+}
+
+fn invalid(path: &str, message: impl Into<String>) -> CommandError {
+    CommandError::Invalid(ValidationError {
+        issues: vec![Issue::new(path, message)],
+    })
+}
+
+fn check_message(message: &str) -> Result<(), CommandError> {
+    if message.len() > MAX_MESSAGE_LEN {
+        return Err(invalid("/message", format!("longer than {MAX_MESSAGE_LEN} bytes")));
+    }
+    Ok(())
+}
+
+impl State {
+    /// An empty state.
+    pub fn new() -> State {
+        State::default()
+    }
+
+    /// Applies one command. A retry (same idempotency key, same command)
+    /// returns the first result with `replayed` set and changes nothing.
+    pub fn apply(&mut self, cmd: &CommandEnvelope) -> Result<Outcome, CommandError> {
+        if cmd.idempotency_key.is_empty() || cmd.idempotency_key.len() > MAX_TOKEN_LEN {
+            return Err(invalid(
+                "/idempotency_key",
+                format!("must be 1 to {MAX_TOKEN_LEN} bytes"),
+            ));
+        }
+        if cmd.actor.len() > MAX_TOKEN_LEN {
+            return Err(invalid("/actor", format!("longer than {MAX_TOKEN_LEN} bytes")));
+        }
+        let fingerprint = canonical_sha256(&serde_json::to_value(&cmd.command).unwrap_or_default());
+        if let Some(prev) = self.idempotency.entries.get(&cmd.idempotency_key) {
+            if prev.command != fingerprint {
+                return Err(CommandError::IdempotencyKeyReused {
+                    key: cmd.idempotency_key.clone(),
+                });
+            }
+            return prev.result.clone().map(|o| Outcome { replayed: true, ..o });
+        }
+        let result = self.apply_new(cmd);
+        self.idempotency.remember(cmd, fingerprint, result.clone());
+        result
+    }
+
+    fn apply_new(&mut self, cmd: &CommandEnvelope) -> Result<Outcome, CommandError> {
+        let at = cmd.at_ms;
+        let who = cmd.actor.as_str();
+        match &cmd.command {
+            Command::CreateEnvironment { key, name } => {
+                check_env_fields(key, name)?;
+                if self.environments.contains_key(key) {
+                    return Err(CommandError::EnvironmentExists { env: key.clone() });
+                }
+                self.environments.insert(key.clone(), EnvState::new(key, name, at));
+                Ok(Outcome {
+                    env: key.clone(),
+                    ..Outcome::default()
+                })
+            }
+            Command::UpdateEnvironment { key, name } => {
+                check_env_fields(key, name)?;
+                let env = self.env_mut(key)?;
+                env.name = name.clone();
+                Ok(env.outcome())
+            }
+            Command::DeleteEnvironment { key, force } => {
+                let env = self.env(key)?;
+                let flags = env.draft_flags.len().max(env.current_flags().len());
+                let segments = env.draft_segments.len().max(env.current_segments().len());
+                if !force && (flags > 0 || segments > 0) {
+                    return Err(CommandError::EnvironmentNotEmpty {
+                        env: key.clone(),
+                        flags,
+                        segments,
+                    });
+                }
+                self.environments.remove(key);
+                Ok(Outcome {
+                    env: key.clone(),
+                    ..Outcome::default()
+                })
+            }
+            Command::UpsertFlag {
+                env,
+                flag,
+                expected_revision,
+            } => self.env_mut(env)?.upsert_flag(flag, *expected_revision, at, who),
+            Command::DeleteFlag {
+                env,
+                key,
+                expected_revision,
+            } => self.env_mut(env)?.delete_flag(key, *expected_revision),
+            Command::UpsertSegment {
+                env,
+                segment,
+                expected_revision,
+            } => self.env_mut(env)?.upsert_segment(segment, *expected_revision, at, who),
+            Command::DeleteSegment {
+                env,
+                key,
+                expected_revision,
+            } => self.env_mut(env)?.delete_segment(key, *expected_revision),
+            Command::Publish {
+                env,
+                message,
+                flags,
+                segments,
+            } => {
+                check_message(message)?;
+                self.env_mut(env)?
+                    .publish(message, flags.as_deref(), segments.as_deref(), at, who)
+            }
+            Command::Rollback {
+                env,
+                to_version,
+                message,
+            } => {
+                check_message(message)?;
+                self.env_mut(env)?.rollback(*to_version, message, at, who)
+            }
+            Command::Kill { env, flag, message } => {
+                check_message(message)?;
+                self.env_mut(env)?.kill(flag, message, at, who)
+            }
+            Command::Restore { env, flag, message } => {
+                check_message(message)?;
+                self.env_mut(env)?.restore(flag, message, at, who)
+            }
+        }
+    }
+
+    /// An environment by key.
+    pub fn env(&self, key: &str) -> Result<&EnvState, CommandError> {
+        self.environments
+            .get(key)
+            .ok_or_else(|| CommandError::EnvironmentNotFound { env: key.to_owned() })
+    }
+
+    fn env_mut(&mut self, key: &str) -> Result<&mut EnvState, CommandError> {
+        self.environments
+            .get_mut(key)
+            .ok_or_else(|| CommandError::EnvironmentNotFound { env: key.to_owned() })
+    }
+
+    /// SHA-256 of the canonical JSON of the whole state.
+    pub fn digest(&self) -> String {
+        canonical_sha256(&serde_json::to_value(self).unwrap_or_default())
+    }
+}
+
+fn check_env_fields(key: &str, name: &str) -> Result<(), CommandError> {
+    let mut issues = Vec::new();
+    if let Some(p) = check_key(key) {
+        issues.push(Issue::new("/key", p));
+    }
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        issues.push(Issue::new("/name", format!("must be 1 to {MAX_NAME_LEN} bytes")));
+    }
+    ValidationError::check(issues).map_err(CommandError::Invalid)
+}
+
+impl IdempotencyLog {
+    fn remember(&mut self, cmd: &CommandEnvelope, command: String, result: Result<Outcome, CommandError>) {
+        let horizon = cmd.at_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
+        while let Some(oldest) = self.order.front() {
+            let expired = self
+                .entries
+                .get(oldest)
+                .is_none_or(|r| r.at_ms < horizon);
+            if !expired && self.order.len() < IDEMPOTENCY_MAX_KEYS {
+                break;
+            }
+            if let Some(k) = self.order.pop_front() {
+                self.entries.remove(&k);
+            }
+        }
+        self.order.push_back(cmd.idempotency_key.clone());
+        self.entries.insert(
+            cmd.idempotency_key.clone(),
+            Recorded {
+                at_ms: cmd.at_ms,
+                command,
+                result,
+            },
+        );
+    }
+
+    /// Number of remembered keys.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn check_revision(key: &str, expected: Option<u64>, actual: u64) -> Result<(), CommandError> {
+    match expected {
+        Some(e) if e != actual => Err(CommandError::RevisionConflict {
+            key: key.to_owned(),
+            expected: e,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn segment_refs(flag: &Flag) -> impl Iterator<Item = &str> {
+    flag.rules
+        .iter()
+        .flat_map(|r| r.clauses.iter())
+        .filter(|c| c.operator == Operator::InSegment)
+        .flat_map(|c| c.values.iter().filter_map(|v| v.as_str()))
+}
+
+impl EnvState {
+    fn new(key: &str, name: &str, at_ms: i64) -> EnvState {
+        EnvState {
+            key: key.to_owned(),
+            name: name.to_owned(),
+            created_at_ms: at_ms,
+            revision_seq: 0,
+            draft_flags: BTreeMap::new(),
+            draft_segments: BTreeMap::new(),
+            versions: Vec::new(),
+            flag_revisions: BTreeMap::new(),
+            segment_revisions: BTreeMap::new(),
+            kills: BTreeMap::new(),
+        }
+    }
+
+    /// The environment's key and name.
+    pub fn environment(&self) -> Environment {
+        Environment {
+            key: self.key.clone(),
+            name: self.name.clone(),
+        }
+    }
+
+    /// The current published version; 0 before the first publish.
+    pub fn version(&self) -> u64 {
+        self.versions.len() as u64
+    }
+
+    fn current(&self) -> Option<&VersionRecord> {
+        self.versions.last()
+    }
+
+    /// Published flag key → revision.
+    pub fn current_flags(&self) -> BTreeMap<String, u64> {
+        self.current().map(|v| v.flags.clone()).unwrap_or_default()
+    }
+
+    /// Published segment key → revision.
+    pub fn current_segments(&self) -> BTreeMap<String, u64> {
+        self.current().map(|v| v.segments.clone()).unwrap_or_default()
+    }
+
+    /// The published flag with kill switches applied.
+    pub fn published_flag(&self, key: &str) -> Option<Flag> {
+        let rev = *self.current()?.flags.get(key)?;
+        let mut flag = self.flag_revisions.get(key)?.get(&rev)?.clone();
+        if self.kills.contains_key(key) {
+            flag.enabled = false;
+            flag.killed = true;
+        }
+        Some(flag)
+    }
+
+    /// True when the draft differs from what is published (or only one exists).
+    pub fn has_unpublished_changes(&self, key: &str) -> bool {
+        let draft = self.draft_flags.get(key).map(|d| d.item.version);
+        let published = self.current().and_then(|v| v.flags.get(key).copied());
+        draft != published
+    }
+
+    /// The published content as served to SDKs.
+    pub fn snapshot(&self) -> Snapshot {
+        let Some(cur) = self.current() else {
+            return Snapshot::new(&self.key, 0, None, Vec::new(), Vec::new());
+        };
+        let flags = cur.flags.keys().filter_map(|k| self.published_flag(k)).collect();
+        let segments = cur
+            .segments
+            .iter()
+            .filter_map(|(k, rev)| self.segment_revisions.get(k)?.get(rev).cloned())
+            .collect();
+        Snapshot::new(&self.key, cur.version, Some(cur.at_ms), flags, segments)
+    }
+
+    fn outcome(&self) -> Outcome {
+        Outcome {
+            env: self.key.clone(),
+            env_version: self.version(),
+            ..Outcome::default()
+        }
+    }
+
+    fn next_revision(&mut self) -> u64 {
+        self.revision_seq += 1;
+        self.revision_seq
+    }
+
+    fn upsert_flag(
+        &mut self,
+        flag: &Flag,
+        expected: Option<u64>,
+        at: i64,
+        who: &str,
+    ) -> Result<Outcome, CommandError> {
+        let mut flag = flag.content();
+        flag.normalize();
+        let existing = self.draft_flags.get(&flag.key);
+        check_revision(&flag.key, expected, existing.map_or(0, |d| d.item.version))?;
+        if let Some(d) = existing {
+            if d.item.content() == flag {
+                return Ok(Outcome {
+                    revision: Some(d.item.version),
+                    ..self.outcome()
+                });
+            }
+        }
+        let mut issues = validate_flag(
+            &flag,
+            &|k| self.draft_segments.contains_key(k),
+            &|k| {
+                self.draft_flags
+                    .get(k)
+                    .map(|d| d.item.variants.iter().map(|v| v.key.clone()).collect())
+            },
+        );
+        // Dependents must still find the variants they require.
+        for (k, d) in &self.draft_flags {
+            for (i, p) in d.item.prerequisites.iter().enumerate() {
+                if p.flag == flag.key && flag.variant(&p.variant).is_none() {
+                    issues.push(Issue::new(
+                        "/variants",
+                        format!(
+                            "flag {k:?} requires variant {:?} (its /prerequisites/{i})",
+                            p.variant
+                        ),
+                    ));
+                }
+            }
+        }
+        if issues.is_empty() && !flag.prerequisites.is_empty() {
+            let drafts = self
+                .draft_flags
+                .values()
+                .map(|d| &d.item)
+                .filter(|f| f.key != flag.key)
+                .chain(std::iter::once(&flag));
+            issues.extend(check_prerequisite_graph(drafts));
+        }
+        ValidationError::check(issues)?;
+        let rev = self.next_revision();
+        flag.version = rev;
+        self.draft_flags.insert(
+            flag.key.clone(),
+            Draft {
+                item: flag,
+                updated_at_ms: at,
+                updated_by: who.to_owned(),
+            },
+        );
+        Ok(Outcome {
+            revision: Some(rev),
+            ..self.outcome()
+        })
+    }
+
+    fn delete_flag(&mut self, key: &str, expected: Option<u64>) -> Result<Outcome, CommandError> {
+        let Some(d) = self.draft_flags.get(key) else {
+            return Err(CommandError::FlagNotFound {
+                env: self.key.clone(),
+                key: key.to_owned(),
+            });
+        };
+        check_revision(key, expected, d.item.version)?;
+        let used_by: Vec<String> = self
+            .draft_flags
+            .values()
+            .filter(|d| d.item.prerequisites.iter().any(|p| p.flag == key))
+            .map(|d| d.item.key.clone())
+            .collect();
+        if !used_by.is_empty() {
+            return Err(CommandError::InUse {
+                key: key.to_owned(),
+                used_by,
+            });
+        }
+        self.draft_flags.remove(key);
+        Ok(self.outcome())
+    }
+
+    fn upsert_segment(
+        &mut self,
+        segment: &Segment,
+        expected: Option<u64>,
+        at: i64,
+        who: &str,
+    ) -> Result<Outcome, CommandError> {
+        let mut segment = segment.content();
+        let existing = self.draft_segments.get(&segment.key);
+        check_revision(&segment.key, expected, existing.map_or(0, |d| d.item.version))?;
+        if let Some(d) = existing {
+            if d.item.content() == segment {
+                return Ok(Outcome {
+                    revision: Some(d.item.version),
+                    ..self.outcome()
+                });
+            }
+        }
+        ValidationError::check(validate_segment(&segment))?;
+        let rev = self.next_revision();
+        segment.version = rev;
+        self.draft_segments.insert(
+            segment.key.clone(),
+            Draft {
+                item: segment,
+                updated_at_ms: at,
+                updated_by: who.to_owned(),
+            },
+        );
+        Ok(Outcome {
+            revision: Some(rev),
+            ..self.outcome()
+        })
+    }
+
+    fn delete_segment(&mut self, key: &str, expected: Option<u64>) -> Result<Outcome, CommandError> {
+        let Some(d) = self.draft_segments.get(key) else {
+            return Err(CommandError::SegmentNotFound {
+                env: self.key.clone(),
+                key: key.to_owned(),
+            });
+        };
+        check_revision(key, expected, d.item.version)?;
+        let used_by: Vec<String> = self
+            .draft_flags
+            .values()
+            .filter(|d| segment_refs(&d.item).any(|s| s == key))
+            .map(|d| d.item.key.clone())
+            .collect();
+        if !used_by.is_empty() {
+            return Err(CommandError::InUse {
+                key: key.to_owned(),
+                used_by,
+            });
+        }
+        self.draft_segments.remove(key);
+        Ok(self.outcome())
+    }
+
+    fn publish(
+        &mut self,
+        message: &str,
+        only_flags: Option<&[String]>,
+        only_segments: Option<&[String]>,
+        at: i64,
+        who: &str,
+    ) -> Result<Outcome, CommandError> {
+        let everything = only_flags.is_none() && only_segments.is_none();
+        let mut flags = self.current_flags();
+        let mut segments = self.current_segments();
+        let flag_keys: Vec<String> = match only_flags {
+            Some(keys) => keys.to_vec(),
+            None if everything => self.draft_flags.keys().chain(flags.keys()).cloned().collect(),
+            None => Vec::new(),
+        };
+        let segment_keys: Vec<String> = match only_segments {
+            Some(keys) => keys.to_vec(),
+            None if everything => self
+                .draft_segments
+                .keys()
+                .chain(segments.keys())
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        for k in &flag_keys {
+            match self.draft_flags.get(k) {
+                Some(d) => {
+                    flags.insert(k.clone(), d.item.version);
+                }
+                None if flags.remove(k).is_some() => {}
+                None => {
+                    return Err(CommandError::FlagNotFound {
+                        env: self.key.clone(),
+                        key: k.clone(),
+                    });
+                }
+            }
+        }
+        for k in &segment_keys {
+            match self.draft_segments.get(k) {
+                Some(d) => {
+                    segments.insert(k.clone(), d.item.version);
+                }
+                None if segments.remove(k).is_some() => {}
+                None => {
+                    return Err(CommandError::SegmentNotFound {
+                        env: self.key.clone(),
+                        key: k.clone(),
+                    });
+                }
+            }
+        }
+        let resolve_flag = |k: &String, rev: &u64| -> Option<Flag> {
+            match self.draft_flags.get(k) {
+                Some(d) if d.item.version == *rev => Some(d.item.clone()),
+                _ => self.flag_revisions.get(k)?.get(rev).cloned(),
+            }
+        };
+        let resolve_segment = |k: &String, rev: &u64| -> Option<Segment> {
+            match self.draft_segments.get(k) {
+                Some(d) if d.item.version == *rev => Some(d.item.clone()),
+                _ => self.segment_revisions.get(k)?.get(rev).cloned(),
+            }
+        };
+        let flag_items: Vec<Flag> = flags.iter().filter_map(|(k, r)| resolve_flag(k, r)).collect();
+        let segment_items: Vec<Segment> = segments
+            .iter()
+            .filter_map(|(k, r)| resolve_segment(k, r))
+            .collect();
+        FlagSet::compile(&self.key, 0, &flag_items, &segment_items)?;
+        for f in flag_items {
+            self.flag_revisions
+                .entry(f.key.clone())
+                .or_default()
+                .entry(f.version)
+                .or_insert(f);
+        }
+        for s in segment_items {
+            self.segment_revisions
+                .entry(s.key.clone())
+                .or_default()
+                .entry(s.version)
+                .or_insert(s);
+        }
+        self.push_version(flags, segments, VersionAction::Publish, message, at, who)
+    }
+
+    /// Appends a version with new content; refuses one that changes nothing.
+    fn push_version(
+        &mut self,
+        flags: BTreeMap<String, u64>,
+        segments: BTreeMap<String, u64>,
+        action: VersionAction,
+        message: &str,
+        at: i64,
+        who: &str,
+    ) -> Result<Outcome, CommandError> {
+        let changed_flags = changed_keys(&self.current_flags(), &flags);
+        let changed_segments = changed_keys(&self.current_segments(), &segments);
+        if changed_flags.is_empty() && changed_segments.is_empty() {
+            return Err(CommandError::NoChange {
+                env: self.key.clone(),
+            });
+        }
+        self.record_version(flags, segments, action, changed_flags, changed_segments, message, at, who)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_version(
+        &mut self,
+        flags: BTreeMap<String, u64>,
+        segments: BTreeMap<String, u64>,
+        action: VersionAction,
+        changed_flags: Vec<String>,
+        changed_segments: Vec<String>,
+        message: &str,
+        at: i64,
+        who: &str,
+    ) -> Result<Outcome, CommandError> {
+        let version = self.version() + 1;
+        self.versions.push(VersionRecord {
+            version,
+            at_ms: at,
+            author: who.to_owned(),
+            message: message.to_owned(),
+            action,
+            changed_flags: changed_flags.clone(),
+            changed_segments: changed_segments.clone(),
+            flags,
+            segments,
+        });
+        Ok(Outcome {
+            env: self.key.clone(),
+            env_version: version,
+            revision: None,
+            changed_flags,
+            changed_segments,
+            replayed: false,
+        })
+    }
+
+    fn rollback(
+        &mut self,
+        to: Option<u64>,
+        message: &str,
+        at: i64,
+        who: &str,
+    ) -> Result<Outcome, CommandError> {
+        let to = to.unwrap_or_else(|| self.version().saturating_sub(1));
+        let Some(target) = to.checked_sub(1).and_then(|i| self.versions.get(i as usize)) else {
+            return Err(CommandError::VersionNotFound {
+                env: self.key.clone(),
+                version: to,
+            });
+        };
+        let flags = target.flags.clone();
+        let segments = target.segments.clone();
+        self.push_version(flags, segments, VersionAction::Rollback { to }, message, at, who)
+    }
+
+    fn kill(&mut self, flag: &str, message: &str, at: i64, who: &str) -> Result<Outcome, CommandError> {
+        if !self.current_flags().contains_key(flag) {
+            return Err(CommandError::FlagNotFound {
+                env: self.key.clone(),
+                key: flag.to_owned(),
+            });
+        }
+        if self.kills.contains_key(flag) {
+            return Ok(self.outcome());
+        }
+        let version = self.version() + 1;
+        self.kills.insert(
+            flag.to_owned(),
+            KillRecord {
+                at_ms: at,
+                by: who.to_owned(),
+                version,
+            },
+        );
+        let action = VersionAction::Kill { flag: flag.to_owned() };
+        self.record_version(
+            self.current_flags(),
+            self.current_segments(),
+            action,
+            vec![flag.to_owned()],
+            Vec::new(),
+            message,
+            at,
+            who,
+        )
+    }
+
+    fn restore(&mut self, flag: &str, message: &str, at: i64, who: &str) -> Result<Outcome, CommandError> {
+        if self.kills.remove(flag).is_none() {
+            if self.current_flags().contains_key(flag) {
+                return Ok(self.outcome());
+            }
+            return Err(CommandError::FlagNotFound {
+                env: self.key.clone(),
+                key: flag.to_owned(),
+            });
+        }
+        let action = VersionAction::Restore { flag: flag.to_owned() };
+        self.record_version(
+            self.current_flags(),
+            self.current_segments(),
+            action,
+            vec![flag.to_owned()],
+            Vec::new(),
+            message,
+            at,
+            who,
+        )
+    }
+}
+
+fn changed_keys(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Vec<String> {
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .cloned()
+        .collect()
+}
