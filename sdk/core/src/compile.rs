@@ -205,7 +205,15 @@ impl FlagSet {
                 ));
             }
         }
-        let flag_list: Vec<&Flag> = flags.iter().collect();
+        let normalized: Vec<Flag> = flags
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                f.normalize();
+                f
+            })
+            .collect();
+        let flag_list: Vec<&Flag> = normalized.iter().collect();
         let refs = SetRefs {
             segments: &seg_index,
             flags: &flag_index,
