@@ -30,7 +30,12 @@ pub enum EvalError {
 /// Evaluates `flag` in the snapshot at `path` for `context` (JSON) and
 /// returns the evaluation details as JSON. `default` is the caller's default
 /// as JSON (null when absent).
-pub fn run(path: &Path, flag: &str, context: &str, default: Option<&str>) -> Result<Value, EvalError> {
+pub fn run(
+    path: &Path,
+    flag: &str,
+    context: &str,
+    default: Option<&str>,
+) -> Result<Value, EvalError> {
     let display = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| EvalError::Read {
         path: display.clone(),

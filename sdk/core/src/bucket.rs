@@ -50,19 +50,21 @@ fn bucket_text(v: AttrRef<'_>, buf: &mut StackBuf) -> bool {
 #[inline]
 pub(crate) fn bucket_for(r: &CRollout, ctx: &Context) -> Option<u16> {
     let value = match &r.bucket_by {
-        Attr::TargetingKey => ctx.targeting_key_ref()?,
-        Attr::Named(n) => ctx.attributes.get(&**n)?.as_ref(),
+        Attr::TargetingKey => AttrRef::Str(ctx.targeting_key()?),
+        Attr::Named(n) => ctx.get_key(n)?,
     };
-    let h = match value {
-        AttrRef::Str(s) => bucket_hash(&r.seed, s.as_bytes()),
+    let mut m = r.seed;
+    match value {
+        AttrRef::Str(s) => m.write(s.as_bytes()),
         other => {
             let mut buf = StackBuf::new();
             if !bucket_text(other, &mut buf) {
                 return None;
             }
-            bucket_hash(&r.seed, buf.as_bytes())
+            m.write(buf.as_bytes());
         }
-    };
+    }
+    let h = m.finish();
     let b = bucket_of(h, r.total);
     r.arms.iter().find(|a| a.upto > b).map(|a| a.variant)
 }

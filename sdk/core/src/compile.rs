@@ -9,11 +9,13 @@ use ahash::{AHashMap, AHashSet};
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
+use crate::eval::Reason;
 use crate::issue::{Issue, Issues, ValidationError};
 use crate::limits::*;
 use crate::model::{
     Clause, ConfigType, Flag, FlagKind, Operator, Rollout, Segment, Serve, TARGETING_KEY,
 };
+use crate::text::{Key, KeyIndex};
 use crate::time::parse_rfc3339;
 
 /// A compiled environment: everything evaluation needs, immutable.
@@ -21,7 +23,7 @@ use crate::time::parse_rfc3339;
 pub struct FlagSet {
     pub(crate) env: Box<str>,
     pub(crate) version: u64,
-    pub(crate) index: AHashMap<Box<str>, u32>,
+    pub(crate) index: KeyIndex,
     pub(crate) flags: Vec<CFlag>,
     pub(crate) segments: Vec<CSegment>,
 }
@@ -36,6 +38,9 @@ pub(crate) struct CFlag {
     pub(crate) prerequisites: Box<[CPrereq]>,
     pub(crate) rules: Box<[CRule]>,
     pub(crate) default: CServe,
+    /// Set when the result cannot depend on the context (disabled, or no
+    /// rules and no prerequisites and a fixed default).
+    pub(crate) fixed: Option<(u16, Reason)>,
 }
 
 #[derive(Debug)]
@@ -65,7 +70,8 @@ pub(crate) enum CServe {
 #[derive(Debug)]
 pub(crate) struct CRollout {
     pub(crate) bucket_by: Attr,
-    pub(crate) seed: Box<[u8]>,
+    /// The hash state after the seed, so evaluation hashes only the value.
+    pub(crate) seed: crate::murmur3::Murmur3,
     pub(crate) total: u64,
     pub(crate) arms: Box<[Arm]>,
 }
@@ -80,7 +86,7 @@ pub(crate) struct Arm {
 #[derive(Debug)]
 pub(crate) enum Attr {
     TargetingKey,
-    Named(Box<str>),
+    Named(Key),
 }
 
 #[derive(Debug)]
@@ -124,7 +130,7 @@ pub(crate) struct InSet {
 /// Few values are scanned; many are hashed.
 #[derive(Debug)]
 pub(crate) enum StrSet {
-    Small(Box<[Box<str>]>),
+    Small(Box<[Key]>),
     Hashed(AHashSet<Box<str>>),
 }
 
@@ -135,7 +141,7 @@ pub(crate) struct CSegment {
     pub(crate) clauses: Box<[CClause]>,
 }
 
-const SMALL_SET: usize = 8;
+const SMALL_SET: usize = 16;
 
 /// Resolves names a flag refers to while compiling it.
 pub(crate) trait Refs {
@@ -239,11 +245,7 @@ impl FlagSet {
         }
         issues.extend(check_prerequisite_graph(flags.iter()));
         ValidationError::check(issues)?;
-        let index = flags
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (Box::from(f.key.as_str()), i as u32))
-            .collect();
+        let index = KeyIndex::new(flags.iter().map(|f| f.key.as_str()));
         Ok(FlagSet {
             env: env.into(),
             version,
@@ -433,7 +435,13 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
     check_description(&flag.description, "/description", issues);
     if let Ok(text) = serde_json::to_vec(flag) {
         if text.len() > MAX_FLAG_BYTES {
-            issues.push("", format!("flag is {} bytes; the limit is {MAX_FLAG_BYTES}", text.len()));
+            issues.push(
+                "",
+                format!(
+                    "flag is {} bytes; the limit is {MAX_FLAG_BYTES}",
+                    text.len()
+                ),
+            );
         }
     }
     // Normalize a copy so callers may pass operator input as written.
@@ -460,7 +468,10 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
         if let Some(p) = check_key(&v.key) {
             issues.push(format!("{path}/key"), p);
         } else if !seen.insert(v.key.as_str()) {
-            issues.push(format!("{path}/key"), format!("duplicate variant {:?}", v.key));
+            issues.push(
+                format!("{path}/key"),
+                format!("duplicate variant {:?}", v.key),
+            );
         }
         check_description(&v.description, &format!("{path}/description"), issues);
         if let Some(p) = check_json_value(&v.value) {
@@ -505,7 +516,12 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
             "boolean flags have exactly the variants \"on\" and \"off\"",
         );
     }
-    let variant_index = |key: &str| flag.variants.iter().position(|v| v.key == key).map(|i| i as u16);
+    let variant_index = |key: &str| {
+        flag.variants
+            .iter()
+            .position(|v| v.key == key)
+            .map(|i| i as u16)
+    };
 
     let off = match &flag.off_variant {
         None => {
@@ -531,7 +547,10 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
     for (i, p) in flag.prerequisites.iter().enumerate() {
         let path = format!("/prerequisites/{i}");
         if p.flag == flag.key {
-            issues.push(format!("{path}/flag"), "a flag cannot be its own prerequisite");
+            issues.push(
+                format!("{path}/flag"),
+                "a flag cannot be its own prerequisite",
+            );
             continue;
         }
         match refs.flag_variant(&p.flag, &p.variant) {
@@ -540,7 +559,10 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
                 format!("{path}/variant"),
                 format!("flag {:?} has no variant {:?}", p.flag, p.variant),
             ),
-            Some((f, Some(v))) => prerequisites.push(CPrereq { flag: f, variant: v }),
+            Some((f, Some(v))) => prerequisites.push(CPrereq {
+                flag: f,
+                variant: v,
+            }),
         }
     }
 
@@ -552,7 +574,13 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
         let path = format!("/rules/{i}");
         check_description(&r.description, &format!("{path}/description"), issues);
         let clauses = compile_clauses(&r.clauses, &format!("{path}/clauses"), Some(refs), issues);
-        let serve = compile_serve(&r.serve, &format!("{path}/serve"), flag, &variant_index, issues);
+        let serve = compile_serve(
+            &r.serve,
+            &format!("{path}/serve"),
+            flag,
+            &variant_index,
+            issues,
+        );
         if let (Some(clauses), Some(serve)) = (clauses, serve) {
             rules.push(CRule { clauses, serve });
         }
@@ -567,10 +595,19 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
     if issues.len() > start {
         return None;
     }
+    let enabled = flag.enabled && !flag.killed;
+    let default = default?;
+    let fixed = match (&default, enabled) {
+        (_, false) => Some((off?, Reason::Disabled)),
+        (CServe::Variant(v), true) if rules.is_empty() && prerequisites.is_empty() => {
+            Some((*v, Reason::Static))
+        }
+        _ => None,
+    };
     Some(CFlag {
         key: flag.key.as_str().into(),
         version: flag.version,
-        enabled: flag.enabled && !flag.killed,
+        enabled,
         variants: flag
             .variants
             .iter()
@@ -582,7 +619,8 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
         off: off?,
         prerequisites: prerequisites.into(),
         rules: rules.into(),
-        default: default?,
+        default,
+        fixed,
     })
 }
 
@@ -611,8 +649,10 @@ fn compile_serve(
                 None
             }
         },
-        Serve::Rollout(r) => compile_rollout(r, &format!("{path}/rollout"), flag, variant_index, issues)
-            .map(CServe::Rollout),
+        Serve::Rollout(r) => {
+            compile_rollout(r, &format!("{path}/rollout"), flag, variant_index, issues)
+                .map(CServe::Rollout)
+        }
     }
 }
 
@@ -636,20 +676,32 @@ fn compile_rollout(
     };
     let seed = r.seed.as_deref().unwrap_or(&flag.key);
     if seed.len() > MAX_VALUE_LEN {
-        issues.push(format!("{path}/seed"), format!("longer than {MAX_VALUE_LEN} bytes"));
+        issues.push(
+            format!("{path}/seed"),
+            format!("longer than {MAX_VALUE_LEN} bytes"),
+        );
     }
     if r.variants.is_empty() {
-        issues.push(format!("{path}/variants"), "at least one weighted variant is required");
+        issues.push(
+            format!("{path}/variants"),
+            "at least one weighted variant is required",
+        );
     }
     if r.variants.len() > MAX_ROLLOUT_ARMS {
-        issues.push(format!("{path}/variants"), format!("more than {MAX_ROLLOUT_ARMS} arms"));
+        issues.push(
+            format!("{path}/variants"),
+            format!("more than {MAX_ROLLOUT_ARMS} arms"),
+        );
     }
     let mut total: u64 = 0;
     let mut arms = Vec::with_capacity(r.variants.len());
     for (i, w) in r.variants.iter().enumerate() {
         total += u64::from(w.weight);
         match variant_index(&w.variant) {
-            Some(v) => arms.push(Arm { upto: total, variant: v }),
+            Some(v) => arms.push(Arm {
+                upto: total,
+                variant: v,
+            }),
             None => issues.push(
                 format!("{path}/variants/{i}/variant"),
                 format!("unknown variant {:?}", w.variant),
@@ -670,7 +722,11 @@ fn compile_rollout(
     }
     Some(CRollout {
         bucket_by,
-        seed: seed.as_bytes().into(),
+        seed: {
+            let mut m = crate::murmur3::Murmur3::new(0);
+            m.write(seed.as_bytes());
+            m
+        },
         total,
         arms: arms.into(),
     })
@@ -680,7 +736,9 @@ fn check_attribute(name: &str) -> Option<String> {
     if name.is_empty() {
         Some("attribute name must not be empty".into())
     } else if name.len() > MAX_ATTRIBUTE_LEN {
-        Some(format!("attribute name longer than {MAX_ATTRIBUTE_LEN} bytes"))
+        Some(format!(
+            "attribute name longer than {MAX_ATTRIBUTE_LEN} bytes"
+        ))
     } else {
         None
     }
@@ -690,7 +748,7 @@ fn attr(name: &str) -> Attr {
     if name == TARGETING_KEY {
         Attr::TargetingKey
     } else {
-        Attr::Named(name.into())
+        Attr::Named(Key::new(name))
     }
 }
 
@@ -710,7 +768,10 @@ pub(crate) fn compile_segment(s: &Segment, issues: &mut Issues<'_>) -> Option<CS
         if text.len() > MAX_SEGMENT_BYTES {
             issues.push(
                 "",
-                format!("segment is {} bytes; the limit is {MAX_SEGMENT_BYTES}", text.len()),
+                format!(
+                    "segment is {} bytes; the limit is {MAX_SEGMENT_BYTES}",
+                    text.len()
+                ),
             );
         }
     }
@@ -758,7 +819,10 @@ fn compile_clause(
         }
     }
     if c.values.len() > MAX_VALUES {
-        issues.push(format!("{path}/values"), format!("more than {MAX_VALUES} values"));
+        issues.push(
+            format!("{path}/values"),
+            format!("more than {MAX_VALUES} values"),
+        );
     }
     let needs_values = c.operator != Operator::Exists;
     if needs_values && c.values.is_empty() {
@@ -830,7 +894,7 @@ fn compile_clause(
                 }
             }
             let strings = if strs.len() <= SMALL_SET {
-                StrSet::Small(strs.into())
+                StrSet::Small(strs.iter().map(|s| Key::new(s)).collect())
             } else {
                 StrSet::Hashed(strs.into_iter().collect())
             };

@@ -1,10 +1,31 @@
 //! The evaluation context: a targeting key plus typed attributes.
+//!
+//! All text of a context (the key, attribute names, string values, list
+//! items) lives in one buffer, and attributes are found by a linear scan of
+//! a small table. Both are stored inline up to [`INLINE_TEXT`] bytes and
+//! [`INLINE_ATTRIBUTES`] attributes, so a typical context needs no heap
+//! allocation and evaluation reads adjacent cache lines instead of chasing
+//! one pointer per attribute. [`Context::clear`] keeps any spilled buffers
+//! for reuse.
 
-use ahash::AHashMap;
-use serde::{Deserialize, Serialize};
+use core::fmt;
 
-/// One attribute value. Lists hold strings; a clause on a list matches when
-/// any element matches.
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use smallstr::SmallString;
+use smallvec::SmallVec;
+
+use crate::text::{Fingerprint, Key, bytes_eq};
+
+/// Bytes of context text stored inline before spilling to the heap.
+pub const INLINE_TEXT: usize = 160;
+/// Attributes stored inline before spilling to the heap.
+pub const INLINE_ATTRIBUTES: usize = 8;
+
+/// One attribute value, as callers provide it. Lists hold strings; a clause
+/// on a list matches when any element matches.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum AttrValue {
@@ -14,62 +35,348 @@ pub enum AttrValue {
     List(Vec<String>),
 }
 
+/// A borrowed attribute value, as evaluation sees it.
+#[derive(Clone, Copy, Debug)]
+pub enum AttrRef<'a> {
+    Bool(bool),
+    Number(f64),
+    Str(&'a str),
+    List(ListRef<'a>),
+}
+
+/// A borrowed list of strings.
+#[derive(Clone, Copy, Debug)]
+pub struct ListRef<'a> {
+    buf: &'a str,
+    spans: &'a [Span],
+}
+
+impl<'a> ListRef<'a> {
+    /// The items in order.
+    pub fn iter(self) -> impl Iterator<Item = &'a str> {
+        self.spans.iter().map(move |s| s.of(self.buf))
+    }
+
+    /// Number of items.
+    pub fn len(self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when the list has no items.
+    pub fn is_empty(self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    #[inline]
+    fn of(self, buf: &str) -> &str {
+        buf.get(self.start as usize..(self.start + self.len) as usize)
+            .unwrap_or("")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Slot {
+    Bool(bool),
+    Number(f64),
+    Str(Span),
+    /// Range of `items`.
+    List {
+        first: u32,
+        len: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Entry {
+    fp: Fingerprint,
+    name: Span,
+    value: Slot,
+}
+
 /// Who or what a flag is evaluated for.
 ///
 /// JSON form: `{"targeting_key": "user-42", "attributes": {"country": "NL",
 /// "age": 31, "beta": true, "groups": ["a", "b"]}}`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone)]
 pub struct Context {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targeting_key: Option<String>,
-    #[serde(default)]
-    pub attributes: AHashMap<String, AttrValue>,
+    buf: SmallString<[u8; INLINE_TEXT]>,
+    key: Option<Span>,
+    entries: SmallVec<[Entry; INLINE_ATTRIBUTES]>,
+    items: Vec<Span>,
 }
 
-/// A borrowed view of an attribute, as evaluation sees it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum AttrRef<'a> {
-    Bool(bool),
-    Number(f64),
-    Str(&'a str),
-    List(&'a [String]),
+impl Default for Context {
+    fn default() -> Context {
+        Context {
+            buf: SmallString::new(),
+            key: None,
+            entries: SmallVec::new(),
+            items: Vec::new(),
+        }
+    }
 }
 
 impl Context {
     /// A context with only a targeting key.
-    pub fn new(targeting_key: impl Into<String>) -> Context {
-        Context {
-            targeting_key: Some(targeting_key.into()),
-            attributes: AHashMap::new(),
+    pub fn new(targeting_key: impl AsRef<str>) -> Context {
+        let mut c = Context::default();
+        c.set_targeting_key(targeting_key.as_ref());
+        c
+    }
+
+    /// Adds or replaces an attribute (builder style).
+    pub fn with(mut self, name: &str, value: impl Into<AttrValue>) -> Context {
+        self.set(name, value.into());
+        self
+    }
+
+    fn push_text(&mut self, text: &str) -> Span {
+        let start = self.buf.len() as u32;
+        self.buf.push_str(text);
+        Span {
+            start,
+            len: text.len() as u32,
         }
     }
 
+    /// Sets the targeting key.
+    pub fn set_targeting_key(&mut self, key: &str) {
+        self.key = Some(self.push_text(key));
+    }
+
+    /// The targeting key.
+    #[inline]
+    pub fn targeting_key(&self) -> Option<&str> {
+        self.key.map(|s| s.of(self.buf.as_str()))
+    }
+
     /// Adds or replaces an attribute.
-    pub fn with(mut self, name: impl Into<String>, value: impl Into<AttrValue>) -> Context {
-        self.attributes.insert(name.into(), value.into());
-        self
+    pub fn set(&mut self, name: &str, value: AttrValue) {
+        let slot = match value {
+            AttrValue::Bool(b) => Slot::Bool(b),
+            AttrValue::Number(n) => Slot::Number(n),
+            AttrValue::String(s) => Slot::Str(self.push_text(&s)),
+            AttrValue::List(items) => {
+                let first = self.items.len() as u32;
+                for item in &items {
+                    let span = self.push_text(item);
+                    self.items.push(span);
+                }
+                Slot::List {
+                    first,
+                    len: items.len() as u32,
+                }
+            }
+        };
+        self.set_slot(name, slot);
+    }
+
+    /// Adds or replaces a string attribute without building an [`AttrValue`].
+    pub fn set_str(&mut self, name: &str, value: &str) {
+        let slot = Slot::Str(self.push_text(value));
+        self.set_slot(name, slot);
+    }
+
+    fn set_slot(&mut self, name: &str, value: Slot) {
+        if let Some(i) = self.position(name) {
+            self.entries[i].value = value;
+        } else {
+            let fp = Fingerprint::of(name.as_bytes());
+            let name = self.push_text(name);
+            self.entries.push(Entry { fp, name, value });
+        }
+    }
+
+    /// Removes everything, keeping the allocated buffers for reuse.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.key = None;
+        self.entries.clear();
+        self.items.clear();
+    }
+
+    #[inline]
+    fn position(&self, name: &str) -> Option<usize> {
+        self.position_of(name, &Fingerprint::of(name.as_bytes()))
+    }
+
+    #[inline]
+    fn position_of(&self, name: &str, fp: &Fingerprint) -> Option<usize> {
+        self.find(name, fp).map(|(i, _)| i)
+    }
+
+    #[inline(always)]
+    fn find(&self, name: &str, fp: &Fingerprint) -> Option<(usize, Slot)> {
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.fp == *fp
+                && (fp.len <= 16
+                    || bytes_eq(e.name.of(self.buf.as_str()).as_bytes(), name.as_bytes()))
+            {
+                return Some((i, e.value));
+            }
+        }
+        None
+    }
+
+    /// An attribute by a compiled name.
+    #[inline(always)]
+    pub(crate) fn get_key(&self, key: &Key) -> Option<AttrRef<'_>> {
+        let (_, slot) = self.find(&key.text, &key.fp)?;
+        Some(self.view(slot))
+    }
+
+    /// An attribute by name.
+    #[inline]
+    pub fn get(&self, name: &str) -> Option<AttrRef<'_>> {
+        let i = self.position(name)?;
+        Some(self.view(self.entries[i].value))
+    }
+
+    #[inline(always)]
+    fn view(&self, slot: Slot) -> AttrRef<'_> {
+        match slot {
+            Slot::Bool(b) => AttrRef::Bool(b),
+            Slot::Number(n) => AttrRef::Number(n),
+            Slot::Str(s) => AttrRef::Str(s.of(self.buf.as_str())),
+            Slot::List { first, len } => AttrRef::List(ListRef {
+                buf: self.buf.as_str(),
+                spans: self
+                    .items
+                    .get(first as usize..(first + len) as usize)
+                    .unwrap_or(&[]),
+            }),
+        }
+    }
+
+    /// All attributes, in the order they were first set.
+    pub fn attributes(&self) -> impl Iterator<Item = (&str, AttrRef<'_>)> {
+        self.entries
+            .iter()
+            .map(|e| (e.name.of(self.buf.as_str()), self.view(e.value)))
     }
 
     /// Parses the JSON form.
     pub fn from_json(text: &str) -> Result<Context, serde_json::Error> {
         serde_json::from_str(text)
     }
+}
 
-    #[inline]
-    pub(crate) fn targeting_key_ref(&self) -> Option<AttrRef<'_>> {
-        self.targeting_key.as_deref().map(AttrRef::Str)
+impl PartialEq for AttrRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (AttrRef::Bool(a), AttrRef::Bool(b)) => a == b,
+            (AttrRef::Number(a), AttrRef::Number(b)) => a == b,
+            (AttrRef::Str(a), AttrRef::Str(b)) => a == b,
+            (AttrRef::List(a), AttrRef::List(b)) => a.len() == b.len() && a.iter().eq(b.iter()),
+            _ => false,
+        }
     }
 }
 
-impl AttrValue {
-    #[inline]
-    pub(crate) fn as_ref(&self) -> AttrRef<'_> {
-        match self {
-            AttrValue::Bool(b) => AttrRef::Bool(*b),
-            AttrValue::Number(n) => AttrRef::Number(*n),
-            AttrValue::String(s) => AttrRef::Str(s),
-            AttrValue::List(l) => AttrRef::List(l),
+/// Equal when the targeting keys and the attribute sets are equal, whatever
+/// the order the attributes were set in.
+impl PartialEq for Context {
+    fn eq(&self, other: &Self) -> bool {
+        self.targeting_key() == other.targeting_key()
+            && self.entries.len() == other.entries.len()
+            && self.attributes().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("targeting_key", &self.targeting_key())
+            .field("attributes", &Attributes(self))
+            .finish()
+    }
+}
+
+struct Attributes<'a>(&'a Context);
+
+impl fmt::Debug for Attributes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.attributes()).finish()
+    }
+}
+
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.entries.len()))?;
+        for (name, value) in self.0.attributes() {
+            match value {
+                AttrRef::Bool(b) => map.serialize_entry(name, &b)?,
+                AttrRef::Number(n) => map.serialize_entry(name, &n)?,
+                AttrRef::Str(v) => map.serialize_entry(name, v)?,
+                AttrRef::List(l) => map.serialize_entry(name, &l.iter().collect::<Vec<_>>())?,
+            }
         }
+        map.end()
+    }
+}
+
+impl Serialize for Context {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        if let Some(k) = self.targeting_key() {
+            map.serialize_entry("targeting_key", k)?;
+        }
+        map.serialize_entry("attributes", &Attributes(self))?;
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Context {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Context, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wire {
+            #[serde(default)]
+            targeting_key: Option<String>,
+            #[serde(default)]
+            attributes: WireAttributes,
+        }
+        #[derive(Default)]
+        struct WireAttributes(Vec<(String, AttrValue)>);
+        impl<'de> Deserialize<'de> for WireAttributes {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = WireAttributes;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a map of attribute names to strings, numbers, booleans or lists of strings")
+                    }
+                    fn visit_map<A: MapAccess<'de>>(
+                        self,
+                        mut m: A,
+                    ) -> Result<WireAttributes, A::Error> {
+                        let mut out = Vec::new();
+                        while let Some((k, v)) = m.next_entry::<String, AttrValue>()? {
+                            out.push((k, v));
+                        }
+                        Ok(WireAttributes(out))
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+        let wire = Wire::deserialize(d)?;
+        let mut c = Context::default();
+        if let Some(k) = wire.targeting_key {
+            c.set_targeting_key(&k);
+        }
+        for (k, v) in wire.attributes.0 {
+            c.set(&k, v);
+        }
+        Ok(c)
     }
 }
 
@@ -119,13 +426,31 @@ mod tests {
             r#"{"targeting_key":"u1","attributes":{"country":"NL","age":31,"beta":true,"groups":["a","b"]}}"#,
         )
         .unwrap();
-        assert_eq!(c.targeting_key.as_deref(), Some("u1"));
-        assert_eq!(c.attributes["age"], AttrValue::Number(31.0));
-        assert_eq!(c.attributes["beta"], AttrValue::Bool(true));
-        assert_eq!(
-            c.attributes["groups"],
-            AttrValue::List(vec!["a".into(), "b".into()])
-        );
+        assert_eq!(c.targeting_key(), Some("u1"));
+        assert!(matches!(c.get("country"), Some(AttrRef::Str("NL"))));
+        assert!(matches!(c.get("age"), Some(AttrRef::Number(n)) if n == 31.0));
+        assert!(matches!(c.get("beta"), Some(AttrRef::Bool(true))));
+        let Some(AttrRef::List(l)) = c.get("groups") else {
+            panic!()
+        };
+        assert_eq!(l.iter().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert!(c.get("missing").is_none());
+        let back = serde_json::to_value(&c).unwrap();
+        assert_eq!(back["attributes"]["groups"], serde_json::json!(["a", "b"]));
+        assert_eq!(Context::from_json(&back.to_string()).unwrap(), c);
+    }
+
+    #[test]
+    fn set_replaces_and_clear_keeps_capacity() {
+        let mut c = Context::new("k").with("a", "x").with("b", 1i64);
+        c.set("a", AttrValue::Bool(false));
+        assert!(matches!(c.get("a"), Some(AttrRef::Bool(false))));
+        assert_eq!(c.attributes().count(), 2);
+        let cap = c.buf.capacity();
+        c.clear();
+        assert_eq!(c.targeting_key(), None);
+        assert!(c.get("b").is_none());
+        assert_eq!(c.buf.capacity(), cap);
     }
 
     #[test]
@@ -133,6 +458,7 @@ mod tests {
         assert!(Context::from_json(r#"{"attributes":{"x":{"nested":1}}}"#).is_err());
         assert!(Context::from_json(r#"{"attributes":{"x":[1,2]}}"#).is_err());
         assert!(Context::from_json(r#"{"attributes":{"x":null}}"#).is_err());
+        assert!(Context::from_json(r#"{"user":"x"}"#).is_err());
         assert!(Context::from_json("not json").is_err());
     }
 }

@@ -12,6 +12,7 @@ use crate::bucket::bucket_for;
 use crate::compile::{Attr, CClause, CFlag, COp, CServe, Cmp, FlagSet, InSet, StrSet};
 use crate::context::{AttrRef, Context};
 use crate::limits::MAX_PREREQUISITE_DEPTH;
+use crate::text::Fingerprint;
 use crate::time::parse_rfc3339;
 
 /// Why a value was served (OpenFeature's reason names).
@@ -115,7 +116,8 @@ impl Resolution {
 impl FlagSet {
     #[inline]
     fn lookup(&self, key: &str) -> Option<u32> {
-        self.index.get(key).copied()
+        self.index
+            .get(key, |p| self.flags.get(p).map_or("", |f| &*f.key))
     }
 
     /// Evaluates `key` and converts the served value with `convert`; a value
@@ -129,14 +131,36 @@ impl FlagSet {
         convert: impl FnOnce(&'a Value) -> Option<T>,
     ) -> EvaluationDetails<'a, T> {
         let Some(fi) = self.lookup(key) else {
-            return self.miss(default, None, 0, Resolution::error(ErrorCode::FlagNotFound, "flag not found"));
+            return self.miss(
+                default,
+                None,
+                0,
+                Resolution::error(ErrorCode::FlagNotFound, "flag not found"),
+            );
         };
-        let flag = &self.flags[fi as usize];
-        let r = self.resolve(flag, ctx, 0);
+        let Some(flag) = self.flags.get(fi as usize) else {
+            return self.miss(
+                default,
+                None,
+                0,
+                Resolution::error(ErrorCode::FlagNotFound, "flag not found"),
+            );
+        };
+        let r = match flag.fixed {
+            Some((v, reason)) => Resolution::served(v, reason, None),
+            None => self.resolve(flag, ctx, 0),
+        };
         let Some(vi) = r.variant else {
             return self.miss(default, Some(fi), flag.version, r);
         };
-        let variant = &flag.variants[vi as usize];
+        let Some(variant) = flag.variants.get(vi as usize) else {
+            return self.miss(
+                default,
+                Some(fi),
+                flag.version,
+                Resolution::error(ErrorCode::General, "variant missing"),
+            );
+        };
         match convert(&variant.value) {
             Some(value) => EvaluationDetails {
                 value,
@@ -183,7 +207,12 @@ impl FlagSet {
 
     /// A boolean flag's value, or `default`.
     #[inline]
-    pub fn bool_details(&self, key: &str, ctx: &Context, default: bool) -> EvaluationDetails<'_, bool> {
+    pub fn bool_details(
+        &self,
+        key: &str,
+        ctx: &Context,
+        default: bool,
+    ) -> EvaluationDetails<'_, bool> {
         self.typed(key, ctx, default, Value::as_bool)
     }
 
@@ -199,12 +228,22 @@ impl FlagSet {
     }
 
     /// An integer value, or `default`.
-    pub fn int_details(&self, key: &str, ctx: &Context, default: i64) -> EvaluationDetails<'_, i64> {
+    pub fn int_details(
+        &self,
+        key: &str,
+        ctx: &Context,
+        default: i64,
+    ) -> EvaluationDetails<'_, i64> {
         self.typed(key, ctx, default, Value::as_i64)
     }
 
     /// A numeric value (integer or float), or `default`.
-    pub fn float_details(&self, key: &str, ctx: &Context, default: f64) -> EvaluationDetails<'_, f64> {
+    pub fn float_details(
+        &self,
+        key: &str,
+        ctx: &Context,
+        default: f64,
+    ) -> EvaluationDetails<'_, f64> {
         self.typed(key, ctx, default, Value::as_f64)
     }
 
@@ -237,7 +276,10 @@ impl FlagSet {
             }
             let r = self.resolve(pre, ctx, depth + 1);
             if r.error.is_some() {
-                return Resolution::error(ErrorCode::General, "prerequisite could not be evaluated");
+                return Resolution::error(
+                    ErrorCode::General,
+                    "prerequisite could not be evaluated",
+                );
             }
             if r.variant != Some(p.variant) {
                 return Resolution::served(flag.off, Reason::PrerequisiteFailed, None);
@@ -278,14 +320,15 @@ impl FlagSet {
         }
     }
 
+    #[inline]
     fn clause_matches(&self, c: &CClause, ctx: &Context) -> bool {
         if let COp::InSegment(segs) = &c.op {
             let hit = segs.iter().any(|&s| self.in_segment(s, ctx));
             return hit != c.negate;
         }
         let value = match &c.attr {
-            Attr::TargetingKey => ctx.targeting_key_ref(),
-            Attr::Named(n) => ctx.attributes.get(&**n).map(|v| v.as_ref()),
+            Attr::TargetingKey => ctx.targeting_key().map(AttrRef::Str),
+            Attr::Named(n) => ctx.get_key(n),
         };
         let Some(value) = value else {
             // A missing attribute never matches, negated or not; only a
@@ -303,11 +346,11 @@ impl FlagSet {
         let Some(seg) = self.segments.get(s as usize) else {
             return false;
         };
-        if let Some(k) = ctx.targeting_key.as_deref() {
-            if seg.included.contains(k) {
+        if let Some(k) = ctx.targeting_key() {
+            if !seg.included.is_empty() && seg.included.contains(k) {
                 return true;
             }
-            if seg.excluded.contains(k) {
+            if !seg.excluded.is_empty() && seg.excluded.contains(k) {
                 return false;
             }
         }
@@ -315,7 +358,7 @@ impl FlagSet {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn op_matches(op: &COp, v: AttrRef<'_>) -> bool {
     match (op, v) {
         (COp::Exists, _) => true,
@@ -324,7 +367,9 @@ fn op_matches(op: &COp, v: AttrRef<'_>) -> bool {
         (COp::EndsWith(p), AttrRef::Str(s)) => p.iter().any(|p| s.ends_with(&**p)),
         (COp::Contains(p), AttrRef::Str(s)) => p.iter().any(|p| s.contains(&**p)),
         (COp::Matches(rs), AttrRef::Str(s)) => rs.iter().any(|r| r.is_match(s)),
-        (COp::Number(cmp, ns), AttrRef::Number(n)) => ns.iter().any(|&x| compare(*cmp, n.partial_cmp(&x))),
+        (COp::Number(cmp, ns), AttrRef::Number(n)) => {
+            ns.iter().any(|&x| compare(*cmp, n.partial_cmp(&x)))
+        }
         (COp::Semver(cmp, vs), AttrRef::Str(s)) => match semver::Version::parse(s) {
             Ok(v) => vs.iter().any(|x| compare(*cmp, Some(v.cmp_precedence(x)))),
             Err(_) => false,
@@ -335,11 +380,19 @@ fn op_matches(op: &COp, v: AttrRef<'_>) -> bool {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn in_set(set: &InSet, v: AttrRef<'_>) -> bool {
     match v {
         AttrRef::Str(s) => match &set.strings {
-            StrSet::Small(items) => items.iter().any(|x| **x == *s),
+            StrSet::Small(items) => {
+                let fp = Fingerprint::of(s.as_bytes());
+                for x in items.iter() {
+                    if x.matches(s, &fp) {
+                        return true;
+                    }
+                }
+                false
+            }
             StrSet::Hashed(h) => h.contains(s),
         },
         AttrRef::Number(n) => set.numbers.iter().any(|&x| x == n),

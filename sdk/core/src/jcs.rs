@@ -215,7 +215,8 @@ mod tests {
 
     #[test]
     fn canonical_objects_and_strings() {
-        let v = json!({"b": [1, 2.50, "x"], "a": {"\u{20ac}": 1, "\r": 2, "1": 3}, "c": "\u{1}\"\\/"});
+        let v =
+            json!({"b": [1, 2.50, "x"], "a": {"\u{20ac}": 1, "\r": 2, "1": 3}, "c": "\u{1}\"\\/"});
         assert_eq!(
             to_canonical_string(&v),
             r#"{"a":{"\r":2,"1":3,"€":1},"b":[1,2.5,"x"],"c":"\u0001\"\\/"}"#

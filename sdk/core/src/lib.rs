@@ -17,6 +17,7 @@
 //! - `snapshot`: the per-environment snapshot and its digest
 //! - `command`, `state`: replicated commands and state transitions
 //! - `usage`: per-variant usage counters for SDKs
+//! - `text`: short-string comparison and the flag-key index (hot path)
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod bucket;
@@ -31,6 +32,7 @@ pub mod model;
 pub mod murmur3;
 pub mod snapshot;
 pub mod state;
+mod text;
 pub mod time;
 pub mod usage;
 

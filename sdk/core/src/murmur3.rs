@@ -8,11 +8,12 @@ const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;
 
 /// Incremental MurmurHash3_x86_32.
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Murmur3 {
     h: u32,
-    tail: [u8; 4],
-    tail_len: usize,
+    /// Pending bytes (fewer than 4), little-endian in the low bits.
+    tail: u32,
+    tail_len: u32,
     len: u32,
 }
 
@@ -21,12 +22,23 @@ fn mix_k(k: u32) -> u32 {
     k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2)
 }
 
+/// Up to 3 bytes as a little-endian word.
+#[inline(always)]
+fn partial(bytes: &[u8]) -> u32 {
+    match *bytes {
+        [a] => u32::from(a),
+        [a, b] => u32::from(a) | u32::from(b) << 8,
+        [a, b, c] => u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16,
+        _ => 0,
+    }
+}
+
 impl Murmur3 {
     /// A hasher with the given seed parameter (bucketing uses 0).
     pub fn new(seed: u32) -> Self {
         Murmur3 {
             h: seed,
-            tail: [0; 4],
+            tail: 0,
             tail_len: 0,
             len: 0,
         }
@@ -35,33 +47,39 @@ impl Murmur3 {
     #[inline(always)]
     fn block(&mut self, k: u32) {
         self.h ^= mix_k(k);
-        self.h = self.h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+        self.h = self
+            .h
+            .rotate_left(13)
+            .wrapping_mul(5)
+            .wrapping_add(0xe654_6b64);
     }
 
     /// Feeds more bytes.
     #[inline]
-    pub fn write(&mut self, mut bytes: &[u8]) {
+    pub fn write(&mut self, bytes: &[u8]) {
         self.len = self.len.wrapping_add(bytes.len() as u32);
+        let mut rest = bytes;
         if self.tail_len > 0 {
-            while self.tail_len < 4 {
-                let Some((&b, rest)) = bytes.split_first() else {
-                    return;
-                };
-                self.tail[self.tail_len] = b;
-                self.tail_len += 1;
-                bytes = rest;
+            let need = (4 - self.tail_len) as usize;
+            if rest.len() < need {
+                self.tail |= partial(rest) << (8 * self.tail_len);
+                self.tail_len += rest.len() as u32;
+                return;
             }
-            let k = u32::from_le_bytes(self.tail);
+            let (head, tail) = rest.split_at(need);
+            let k = self.tail | partial(head) << (8 * self.tail_len);
             self.block(k);
+            self.tail = 0;
             self.tail_len = 0;
+            rest = tail;
         }
-        let mut chunks = bytes.chunks_exact(4);
+        let mut chunks = rest.chunks_exact(4);
         for c in &mut chunks {
             self.block(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
         }
-        let rest = chunks.remainder();
-        self.tail[..rest.len()].copy_from_slice(rest);
-        self.tail_len = rest.len();
+        let r = chunks.remainder();
+        self.tail = partial(r);
+        self.tail_len = r.len() as u32;
     }
 
     /// The final 32-bit hash.
@@ -69,11 +87,7 @@ impl Murmur3 {
     pub fn finish(&self) -> u32 {
         let mut h = self.h;
         if self.tail_len > 0 {
-            let mut k = 0u32;
-            for i in (0..self.tail_len).rev() {
-                k = (k << 8) | u32::from(self.tail[i]);
-            }
-            h ^= mix_k(k);
+            h ^= mix_k(self.tail);
         }
         h ^= self.len;
         h ^= h >> 16;

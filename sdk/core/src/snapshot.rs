@@ -118,7 +118,11 @@ impl Snapshot {
                 }));
             }
         }
-        let stated = map.get("digest").and_then(Value::as_str).unwrap_or("").to_owned();
+        let stated = map
+            .get("digest")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let computed = digest_of(value.clone());
         if stated != computed {
             return Err(SnapshotError::DigestMismatch { stated, computed });
@@ -152,11 +156,17 @@ mod tests {
             "prod",
             3,
             Some(1_795_827_723_456),
-            vec![Flag::new("b", FlagKind::Boolean), Flag::new("a", FlagKind::Boolean)],
+            vec![
+                Flag::new("b", FlagKind::Boolean),
+                Flag::new("a", FlagKind::Boolean),
+            ],
             vec![],
         );
         assert_eq!(snap.flags[0].key, "a");
-        assert_eq!(snap.published_at.as_deref(), Some("2026-11-28T01:02:03.456Z"));
+        assert_eq!(
+            snap.published_at.as_deref(),
+            Some("2026-11-28T01:02:03.456Z")
+        );
         let text = snap.to_json();
         let back = Snapshot::from_json(&text).unwrap();
         assert_eq!(back, snap);
@@ -165,8 +175,16 @@ mod tests {
 
     #[test]
     fn tampering_is_detected() {
-        let snap = Snapshot::new("prod", 1, Some(0), vec![Flag::new("a", FlagKind::Boolean)], vec![]);
-        let text = String::from_utf8(snap.to_json()).unwrap().replace("\"enabled\":true", "\"enabled\":false");
+        let snap = Snapshot::new(
+            "prod",
+            1,
+            Some(0),
+            vec![Flag::new("a", FlagKind::Boolean)],
+            vec![],
+        );
+        let text = String::from_utf8(snap.to_json())
+            .unwrap()
+            .replace("\"enabled\":true", "\"enabled\":false");
         assert!(matches!(
             Snapshot::from_json(text.as_bytes()),
             Err(SnapshotError::DigestMismatch { .. })
@@ -185,8 +203,14 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error() {
-        assert!(matches!(Snapshot::from_json(b"{"), Err(SnapshotError::Parse(_))));
-        assert!(matches!(Snapshot::from_json(b"[]"), Err(SnapshotError::Parse(_))));
+        assert!(matches!(
+            Snapshot::from_json(b"{"),
+            Err(SnapshotError::Parse(_))
+        ));
+        assert!(matches!(
+            Snapshot::from_json(b"[]"),
+            Err(SnapshotError::Parse(_))
+        ));
         assert!(matches!(
             Snapshot::from_json(br#"{"format":2}"#),
             Err(SnapshotError::UnsupportedFormat { found: 2 })

@@ -111,7 +111,10 @@ fn invalid(path: &str, message: impl Into<String>) -> CommandError {
 
 fn check_message(message: &str) -> Result<(), CommandError> {
     if message.len() > MAX_MESSAGE_LEN {
-        return Err(invalid("/message", format!("longer than {MAX_MESSAGE_LEN} bytes")));
+        return Err(invalid(
+            "/message",
+            format!("longer than {MAX_MESSAGE_LEN} bytes"),
+        ));
     }
     Ok(())
 }
@@ -132,7 +135,10 @@ impl State {
             ));
         }
         if cmd.actor.len() > MAX_TOKEN_LEN {
-            return Err(invalid("/actor", format!("longer than {MAX_TOKEN_LEN} bytes")));
+            return Err(invalid(
+                "/actor",
+                format!("longer than {MAX_TOKEN_LEN} bytes"),
+            ));
         }
         let fingerprint = canonical_sha256(&serde_json::to_value(&cmd.command).unwrap_or_default());
         if let Some(prev) = self.idempotency.entries.get(&cmd.idempotency_key) {
@@ -141,7 +147,10 @@ impl State {
                     key: cmd.idempotency_key.clone(),
                 });
             }
-            return prev.result.clone().map(|o| Outcome { replayed: true, ..o });
+            return prev.result.clone().map(|o| Outcome {
+                replayed: true,
+                ..o
+            });
         }
         let result = self.apply_new(cmd);
         self.idempotency.remember(cmd, fingerprint, result.clone());
@@ -157,7 +166,8 @@ impl State {
                 if self.environments.contains_key(key) {
                     return Err(CommandError::EnvironmentExists { env: key.clone() });
                 }
-                self.environments.insert(key.clone(), EnvState::new(key, name, at));
+                self.environments
+                    .insert(key.clone(), EnvState::new(key, name, at));
                 Ok(Outcome {
                     env: key.clone(),
                     ..Outcome::default()
@@ -190,7 +200,9 @@ impl State {
                 env,
                 flag,
                 expected_revision,
-            } => self.env_mut(env)?.upsert_flag(flag, *expected_revision, at, who),
+            } => self
+                .env_mut(env)?
+                .upsert_flag(flag, *expected_revision, at, who),
             Command::DeleteFlag {
                 env,
                 key,
@@ -200,7 +212,9 @@ impl State {
                 env,
                 segment,
                 expected_revision,
-            } => self.env_mut(env)?.upsert_segment(segment, *expected_revision, at, who),
+            } => self
+                .env_mut(env)?
+                .upsert_segment(segment, *expected_revision, at, who),
             Command::DeleteSegment {
                 env,
                 key,
@@ -239,13 +253,17 @@ impl State {
     pub fn env(&self, key: &str) -> Result<&EnvState, CommandError> {
         self.environments
             .get(key)
-            .ok_or_else(|| CommandError::EnvironmentNotFound { env: key.to_owned() })
+            .ok_or_else(|| CommandError::EnvironmentNotFound {
+                env: key.to_owned(),
+            })
     }
 
     fn env_mut(&mut self, key: &str) -> Result<&mut EnvState, CommandError> {
         self.environments
             .get_mut(key)
-            .ok_or_else(|| CommandError::EnvironmentNotFound { env: key.to_owned() })
+            .ok_or_else(|| CommandError::EnvironmentNotFound {
+                env: key.to_owned(),
+            })
     }
 
     /// SHA-256 of the canonical JSON of the whole state.
@@ -260,19 +278,24 @@ fn check_env_fields(key: &str, name: &str) -> Result<(), CommandError> {
         issues.push(Issue::new("/key", p));
     }
     if name.is_empty() || name.len() > MAX_NAME_LEN {
-        issues.push(Issue::new("/name", format!("must be 1 to {MAX_NAME_LEN} bytes")));
+        issues.push(Issue::new(
+            "/name",
+            format!("must be 1 to {MAX_NAME_LEN} bytes"),
+        ));
     }
     ValidationError::check(issues).map_err(CommandError::Invalid)
 }
 
 impl IdempotencyLog {
-    fn remember(&mut self, cmd: &CommandEnvelope, command: String, result: Result<Outcome, CommandError>) {
+    fn remember(
+        &mut self,
+        cmd: &CommandEnvelope,
+        command: String,
+        result: Result<Outcome, CommandError>,
+    ) {
         let horizon = cmd.at_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
         while let Some(oldest) = self.order.front() {
-            let expired = self
-                .entries
-                .get(oldest)
-                .is_none_or(|r| r.at_ms < horizon);
+            let expired = self.entries.get(oldest).is_none_or(|r| r.at_ms < horizon);
             if !expired && self.order.len() < IDEMPOTENCY_MAX_KEYS {
                 break;
             }
@@ -361,7 +384,9 @@ impl EnvState {
 
     /// Published segment key → revision.
     pub fn current_segments(&self) -> BTreeMap<String, u64> {
-        self.current().map(|v| v.segments.clone()).unwrap_or_default()
+        self.current()
+            .map(|v| v.segments.clone())
+            .unwrap_or_default()
     }
 
     /// The published flag with kill switches applied.
@@ -387,7 +412,11 @@ impl EnvState {
         let Some(cur) = self.current() else {
             return Snapshot::new(&self.key, 0, None, Vec::new(), Vec::new());
         };
-        let flags = cur.flags.keys().filter_map(|k| self.published_flag(k)).collect();
+        let flags = cur
+            .flags
+            .keys()
+            .filter_map(|k| self.published_flag(k))
+            .collect();
         let segments = cur
             .segments
             .iter()
@@ -428,15 +457,11 @@ impl EnvState {
                 });
             }
         }
-        let mut issues = validate_flag(
-            &flag,
-            &|k| self.draft_segments.contains_key(k),
-            &|k| {
-                self.draft_flags
-                    .get(k)
-                    .map(|d| d.item.variants.iter().map(|v| v.key.clone()).collect())
-            },
-        );
+        let mut issues = validate_flag(&flag, &|k| self.draft_segments.contains_key(k), &|k| {
+            self.draft_flags
+                .get(k)
+                .map(|d| d.item.variants.iter().map(|v| v.key.clone()).collect())
+        });
         // Dependents must still find the variants they require.
         for (k, d) in &self.draft_flags {
             for (i, p) in d.item.prerequisites.iter().enumerate() {
@@ -510,7 +535,11 @@ impl EnvState {
     ) -> Result<Outcome, CommandError> {
         let mut segment = segment.content();
         let existing = self.draft_segments.get(&segment.key);
-        check_revision(&segment.key, expected, existing.map_or(0, |d| d.item.version))?;
+        check_revision(
+            &segment.key,
+            expected,
+            existing.map_or(0, |d| d.item.version),
+        )?;
         if let Some(d) = existing {
             if d.item.content() == segment {
                 return Ok(Outcome {
@@ -536,7 +565,11 @@ impl EnvState {
         })
     }
 
-    fn delete_segment(&mut self, key: &str, expected: Option<u64>) -> Result<Outcome, CommandError> {
+    fn delete_segment(
+        &mut self,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<Outcome, CommandError> {
         let Some(d) = self.draft_segments.get(key) else {
             return Err(CommandError::SegmentNotFound {
                 env: self.key.clone(),
@@ -573,7 +606,12 @@ impl EnvState {
         let mut segments = self.current_segments();
         let flag_keys: Vec<String> = match only_flags {
             Some(keys) => keys.to_vec(),
-            None if everything => self.draft_flags.keys().chain(flags.keys()).cloned().collect(),
+            None if everything => self
+                .draft_flags
+                .keys()
+                .chain(flags.keys())
+                .cloned()
+                .collect(),
             None => Vec::new(),
         };
         let segment_keys: Vec<String> = match only_segments {
@@ -626,7 +664,10 @@ impl EnvState {
                 _ => self.segment_revisions.get(k)?.get(rev).cloned(),
             }
         };
-        let flag_items: Vec<Flag> = flags.iter().filter_map(|(k, r)| resolve_flag(k, r)).collect();
+        let flag_items: Vec<Flag> = flags
+            .iter()
+            .filter_map(|(k, r)| resolve_flag(k, r))
+            .collect();
         let segment_items: Vec<Segment> = segments
             .iter()
             .filter_map(|(k, r)| resolve_segment(k, r))
@@ -666,7 +707,16 @@ impl EnvState {
                 env: self.key.clone(),
             });
         }
-        self.record_version(flags, segments, action, changed_flags, changed_segments, message, at, who)
+        self.record_version(
+            flags,
+            segments,
+            action,
+            changed_flags,
+            changed_segments,
+            message,
+            at,
+            who,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -711,7 +761,10 @@ impl EnvState {
         who: &str,
     ) -> Result<Outcome, CommandError> {
         let to = to.unwrap_or_else(|| self.version().saturating_sub(1));
-        let Some(target) = to.checked_sub(1).and_then(|i| self.versions.get(i as usize)) else {
+        let Some(target) = to
+            .checked_sub(1)
+            .and_then(|i| self.versions.get(i as usize))
+        else {
             return Err(CommandError::VersionNotFound {
                 env: self.key.clone(),
                 version: to,
@@ -719,10 +772,23 @@ impl EnvState {
         };
         let flags = target.flags.clone();
         let segments = target.segments.clone();
-        self.push_version(flags, segments, VersionAction::Rollback { to }, message, at, who)
+        self.push_version(
+            flags,
+            segments,
+            VersionAction::Rollback { to },
+            message,
+            at,
+            who,
+        )
     }
 
-    fn kill(&mut self, flag: &str, message: &str, at: i64, who: &str) -> Result<Outcome, CommandError> {
+    fn kill(
+        &mut self,
+        flag: &str,
+        message: &str,
+        at: i64,
+        who: &str,
+    ) -> Result<Outcome, CommandError> {
         if !self.current_flags().contains_key(flag) {
             return Err(CommandError::FlagNotFound {
                 env: self.key.clone(),
@@ -741,7 +807,9 @@ impl EnvState {
                 version,
             },
         );
-        let action = VersionAction::Kill { flag: flag.to_owned() };
+        let action = VersionAction::Kill {
+            flag: flag.to_owned(),
+        };
         self.record_version(
             self.current_flags(),
             self.current_segments(),
@@ -754,7 +822,13 @@ impl EnvState {
         )
     }
 
-    fn restore(&mut self, flag: &str, message: &str, at: i64, who: &str) -> Result<Outcome, CommandError> {
+    fn restore(
+        &mut self,
+        flag: &str,
+        message: &str,
+        at: i64,
+        who: &str,
+    ) -> Result<Outcome, CommandError> {
         if self.kills.remove(flag).is_none() {
             if self.current_flags().contains_key(flag) {
                 return Ok(self.outcome());
@@ -764,7 +838,9 @@ impl EnvState {
                 key: flag.to_owned(),
             });
         }
-        let action = VersionAction::Restore { flag: flag.to_owned() };
+        let action = VersionAction::Restore {
+            flag: flag.to_owned(),
+        };
         self.record_version(
             self.current_flags(),
             self.current_segments(),

@@ -175,7 +175,11 @@ mod tests {
         assert_eq!(format_rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
         for ms in [0i64, 951_782_400_000, 4_107_542_400_123, -86_400_000] {
             let text = format_rfc3339_millis(ms);
-            assert_eq!(parse_rfc3339(&text), Some(i128::from(ms) * 1_000_000), "{text}");
+            assert_eq!(
+                parse_rfc3339(&text),
+                Some(i128::from(ms) * 1_000_000),
+                "{text}"
+            );
         }
     }
 }

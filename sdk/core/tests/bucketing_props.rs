@@ -29,7 +29,9 @@ fn multivariate(key: &str, weights: &[u32], seed: Option<String>) -> Flag {
 }
 
 fn compile(flags: Vec<Flag>) -> FlagSet {
-    Snapshot::new("props", 1, Some(0), flags, vec![]).compile().unwrap()
+    Snapshot::new("props", 1, Some(0), flags, vec![])
+        .compile()
+        .unwrap()
 }
 
 fn percent_flag(key: &str, on_weight: u32) -> Flag {
@@ -38,8 +40,14 @@ fn percent_flag(key: &str, on_weight: u32) -> Flag {
         bucket_by: None,
         seed: None,
         variants: vec![
-            WeightedVariant { variant: "on".into(), weight: on_weight },
-            WeightedVariant { variant: "off".into(), weight: 100_000 - on_weight },
+            WeightedVariant {
+                variant: "on".into(),
+                weight: on_weight,
+            },
+            WeightedVariant {
+                variant: "off".into(),
+                weight: 100_000 - on_weight,
+            },
         ],
     }));
     f
@@ -65,9 +73,10 @@ proptest! {
         let set = compile(vec![multivariate(&key, &w, None)]);
         let mut counts = vec![0u64; w.len()];
         let n = 100_000u64;
-        let mut ctx = Context::new("");
+        let mut ctx = Context::default();
         for i in 0..n {
-            ctx.targeting_key = Some(format!("{prefix}-{i}"));
+            ctx.clear();
+            ctx.set_targeting_key(&format!("{prefix}-{i}"));
             let d = set.int_details(&key, &ctx, -1);
             prop_assert!(d.value >= 0);
             counts[d.value as usize] += 1;

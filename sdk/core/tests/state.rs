@@ -13,8 +13,14 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
-        let mut h = Harness { state: State::new(), seq: 0 };
-        h.ok(Command::CreateEnvironment { key: "prod".into(), name: "Production".into() });
+        let mut h = Harness {
+            state: State::new(),
+            seq: 0,
+        };
+        h.ok(Command::CreateEnvironment {
+            key: "prod".into(),
+            name: "Production".into(),
+        });
         h
     }
 
@@ -40,7 +46,11 @@ impl Harness {
 
     fn put(&mut self, flag: Value) -> Outcome {
         let flag: Flag = serde_json::from_value(flag).unwrap();
-        self.ok(Command::UpsertFlag { env: "prod".into(), flag, expected_revision: None })
+        self.ok(Command::UpsertFlag {
+            env: "prod".into(),
+            flag,
+            expected_revision: None,
+        })
     }
 
     fn publish(&mut self, flags: Option<Vec<&str>>) -> Result<Outcome, CommandError> {
@@ -68,50 +78,128 @@ fn on_flag(key: &str) -> Value {
 fn environments() {
     let mut h = Harness::new();
     assert!(matches!(
-        h.run(Command::CreateEnvironment { key: "prod".into(), name: "again".into() }),
+        h.run(Command::CreateEnvironment {
+            key: "prod".into(),
+            name: "again".into()
+        }),
         Err(CommandError::EnvironmentExists { .. })
     ));
-    let err = h.run(Command::CreateEnvironment { key: "bad key".into(), name: "".into() }).unwrap_err();
-    let CommandError::Invalid(v) = &err else { panic!("{err}") };
+    let err = h
+        .run(Command::CreateEnvironment {
+            key: "bad key".into(),
+            name: "".into(),
+        })
+        .unwrap_err();
+    let CommandError::Invalid(v) = &err else {
+        panic!("{err}")
+    };
     assert_eq!(v.issues.len(), 2);
     assert_eq!(err.code(), "invalid");
-    h.ok(Command::UpdateEnvironment { key: "prod".into(), name: "Prod".into() });
+    h.ok(Command::UpdateEnvironment {
+        key: "prod".into(),
+        name: "Prod".into(),
+    });
     assert_eq!(h.state.env("prod").unwrap().name, "Prod");
     h.put(on_flag("a"));
-    let err = h.run(Command::DeleteEnvironment { key: "prod".into(), force: false }).unwrap_err();
-    assert!(matches!(err, CommandError::EnvironmentNotEmpty { flags: 1, .. }), "{err}");
-    h.ok(Command::DeleteEnvironment { key: "prod".into(), force: true });
+    let err = h
+        .run(Command::DeleteEnvironment {
+            key: "prod".into(),
+            force: false,
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, CommandError::EnvironmentNotEmpty { flags: 1, .. }),
+        "{err}"
+    );
+    h.ok(Command::DeleteEnvironment {
+        key: "prod".into(),
+        force: true,
+    });
     assert!(h.state.environments.is_empty());
-    assert!(matches!(h.publish(None), Err(CommandError::EnvironmentNotFound { .. })));
+    assert!(matches!(
+        h.publish(None),
+        Err(CommandError::EnvironmentNotFound { .. })
+    ));
 }
 
 #[test]
 fn drafts_and_optimistic_concurrency() {
     let mut h = Harness::new();
-    let r1 = h.put(json!({"key": "a", "kind": "boolean"})).revision.unwrap();
+    let r1 = h
+        .put(json!({"key": "a", "kind": "boolean"}))
+        .revision
+        .unwrap();
     // A write equal to the draft changes nothing.
-    assert_eq!(h.put(json!({"key": "a", "kind": "boolean", "enabled": true})).revision, Some(r1));
+    assert_eq!(
+        h.put(json!({"key": "a", "kind": "boolean", "enabled": true}))
+            .revision,
+        Some(r1)
+    );
     let flag: Flag = serde_json::from_value(on_flag("a")).unwrap();
-    let stale = h.run(Command::UpsertFlag { env: "prod".into(), flag: flag.clone(), expected_revision: Some(r1 + 5) });
-    assert!(matches!(stale, Err(CommandError::RevisionConflict { expected, actual, .. }) if expected == r1 + 5 && actual == r1));
-    let create_only = h.run(Command::UpsertFlag { env: "prod".into(), flag: flag.clone(), expected_revision: Some(0) });
-    assert!(matches!(create_only, Err(CommandError::RevisionConflict { .. })));
-    let r2 = h.ok(Command::UpsertFlag { env: "prod".into(), flag, expected_revision: Some(r1) }).revision.unwrap();
+    let stale = h.run(Command::UpsertFlag {
+        env: "prod".into(),
+        flag: flag.clone(),
+        expected_revision: Some(r1 + 5),
+    });
+    assert!(
+        matches!(stale, Err(CommandError::RevisionConflict { expected, actual, .. }) if expected == r1 + 5 && actual == r1)
+    );
+    let create_only = h.run(Command::UpsertFlag {
+        env: "prod".into(),
+        flag: flag.clone(),
+        expected_revision: Some(0),
+    });
+    assert!(matches!(
+        create_only,
+        Err(CommandError::RevisionConflict { .. })
+    ));
+    let r2 = h
+        .ok(Command::UpsertFlag {
+            env: "prod".into(),
+            flag,
+            expected_revision: Some(r1),
+        })
+        .revision
+        .unwrap();
     assert!(r2 > r1);
     let draft = &h.state.env("prod").unwrap().draft_flags["a"];
     assert_eq!(draft.item.version, r2);
     assert_eq!(draft.updated_by, "alice");
     // Invalid drafts are refused with every problem.
-    let bad: Flag = serde_json::from_value(json!({"key": "b", "kind": "boolean", "default": {"variant": "maybe"}})).unwrap();
-    let err = h.run(Command::UpsertFlag { env: "prod".into(), flag: bad, expected_revision: None }).unwrap_err();
-    assert!(matches!(&err, CommandError::Invalid(v) if v.issues[0].path == "/default/variant"), "{err}");
+    let bad: Flag = serde_json::from_value(
+        json!({"key": "b", "kind": "boolean", "default": {"variant": "maybe"}}),
+    )
+    .unwrap();
+    let err = h
+        .run(Command::UpsertFlag {
+            env: "prod".into(),
+            flag: bad,
+            expected_revision: None,
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, CommandError::Invalid(v) if v.issues[0].path == "/default/variant"),
+        "{err}"
+    );
     assert!(matches!(
-        h.run(Command::DeleteFlag { env: "prod".into(), key: "a".into(), expected_revision: Some(r1) }),
+        h.run(Command::DeleteFlag {
+            env: "prod".into(),
+            key: "a".into(),
+            expected_revision: Some(r1)
+        }),
         Err(CommandError::RevisionConflict { .. })
     ));
-    h.ok(Command::DeleteFlag { env: "prod".into(), key: "a".into(), expected_revision: Some(r2) });
+    h.ok(Command::DeleteFlag {
+        env: "prod".into(),
+        key: "a".into(),
+        expected_revision: Some(r2),
+    });
     assert!(matches!(
-        h.run(Command::DeleteFlag { env: "prod".into(), key: "a".into(), expected_revision: None }),
+        h.run(Command::DeleteFlag {
+            env: "prod".into(),
+            key: "a".into(),
+            expected_revision: None
+        }),
         Err(CommandError::FlagNotFound { .. })
     ));
 }
@@ -120,32 +208,59 @@ fn drafts_and_optimistic_concurrency() {
 fn references_are_kept_intact() {
     let mut h = Harness::new();
     let seg: Segment = serde_json::from_value(json!({"key": "beta", "included": ["u1"]})).unwrap();
-    h.ok(Command::UpsertSegment { env: "prod".into(), segment: seg, expected_revision: None });
+    h.ok(Command::UpsertSegment {
+        env: "prod".into(),
+        segment: seg,
+        expected_revision: None,
+    });
     h.put(json!({"key": "base", "kind": "boolean"}));
     h.put(json!({"key": "child", "kind": "boolean", "prerequisites": [{"flag": "base", "variant": "on"}],
                  "rules": [{"clauses": [{"operator": "in_segment", "values": ["beta"]}], "serve": {"variant": "on"}}]}));
-    let used = h.run(Command::DeleteFlag { env: "prod".into(), key: "base".into(), expected_revision: None });
-    assert!(matches!(&used, Err(CommandError::InUse { used_by, .. }) if used_by == &["child"]), "{used:?}");
-    let used = h.run(Command::DeleteSegment { env: "prod".into(), key: "beta".into(), expected_revision: None });
+    let used = h.run(Command::DeleteFlag {
+        env: "prod".into(),
+        key: "base".into(),
+        expected_revision: None,
+    });
+    assert!(
+        matches!(&used, Err(CommandError::InUse { used_by, .. }) if used_by == &["child"]),
+        "{used:?}"
+    );
+    let used = h.run(Command::DeleteSegment {
+        env: "prod".into(),
+        key: "beta".into(),
+        expected_revision: None,
+    });
     assert!(matches!(used, Err(CommandError::InUse { .. })));
     // Dropping a variant a dependent requires is refused.
     let drop = h.run(Command::UpsertFlag {
         env: "prod".into(),
-        flag: serde_json::from_value(json!({"key": "base", "kind": "multivariate", "off_variant": "x",
-                                            "variants": [{"key": "x", "value": 1}]})).unwrap(),
+        flag: serde_json::from_value(
+            json!({"key": "base", "kind": "multivariate", "off_variant": "x",
+                                            "variants": [{"key": "x", "value": 1}]}),
+        )
+        .unwrap(),
         expected_revision: None,
     });
-    assert!(matches!(&drop, Err(CommandError::Invalid(v)) if v.issues[0].message.contains("requires variant \"on\"")), "{drop:?}");
+    assert!(
+        matches!(&drop, Err(CommandError::Invalid(v)) if v.issues[0].message.contains("requires variant \"on\"")),
+        "{drop:?}"
+    );
     // A prerequisite cycle is refused.
     let cyc = h.run(Command::UpsertFlag {
         env: "prod".into(),
         flag: serde_json::from_value(json!({"key": "base", "kind": "boolean", "prerequisites": [{"flag": "child", "variant": "on"}]})).unwrap(),
         expected_revision: None,
     });
-    assert!(matches!(&cyc, Err(CommandError::Invalid(v)) if v.issues[0].message.contains("cycle")), "{cyc:?}");
+    assert!(
+        matches!(&cyc, Err(CommandError::Invalid(v)) if v.issues[0].message.contains("cycle")),
+        "{cyc:?}"
+    );
     // Publishing only the child, whose prerequisite is not published, is refused.
     let err = h.publish(Some(vec!["child"])).unwrap_err();
-    assert!(matches!(&err, CommandError::Invalid(v) if v.issues.iter().any(|i| i.path == "/flags/child/prerequisites/0/flag")), "{err}");
+    assert!(
+        matches!(&err, CommandError::Invalid(v) if v.issues.iter().any(|i| i.path == "/flags/child/prerequisites/0/flag")),
+        "{err}"
+    );
     assert_eq!(h.state.env("prod").unwrap().version(), 0);
 }
 
@@ -163,21 +278,46 @@ fn publish_partial_publish_and_history() {
     assert!(!env.has_unpublished_changes("a"));
     assert!(env.has_unpublished_changes("b"));
     let out = h.publish(None).unwrap();
-    assert_eq!((out.env_version, out.changed_flags.clone()), (2, vec!["b".to_string()]));
-    assert!(matches!(h.publish(None), Err(CommandError::NoChange { .. })));
-    assert!(matches!(h.publish(Some(vec!["zzz"])), Err(CommandError::FlagNotFound { .. })));
+    assert_eq!(
+        (out.env_version, out.changed_flags.clone()),
+        (2, vec!["b".to_string()])
+    );
+    assert!(matches!(
+        h.publish(None),
+        Err(CommandError::NoChange { .. })
+    ));
+    assert!(matches!(
+        h.publish(Some(vec!["zzz"])),
+        Err(CommandError::FlagNotFound { .. })
+    ));
     // A deleted draft is removed from the published set by the next publish.
-    h.ok(Command::DeleteFlag { env: "prod".into(), key: "b".into(), expected_revision: None });
+    h.ok(Command::DeleteFlag {
+        env: "prod".into(),
+        key: "b".into(),
+        expected_revision: None,
+    });
     let out = h.publish(None).unwrap();
     assert_eq!(out.changed_flags, vec!["b"]);
     let env = h.state.env("prod").unwrap();
     let v = &env.versions[2];
-    assert_eq!((v.version, v.author.as_str(), v.message.as_str()), (3, "alice", "ship it"));
+    assert_eq!(
+        (v.version, v.author.as_str(), v.message.as_str()),
+        (3, "alice", "ship it")
+    );
     assert_eq!(v.action, VersionAction::Publish);
     let snap = env.snapshot();
     assert_eq!(snap.version, 3);
-    assert_eq!(snap.flags.iter().map(|f| f.key.as_str()).collect::<Vec<_>>(), vec!["a"]);
-    assert_eq!(snap.published_at.as_deref(), Some(pulseplane_core::time::format_rfc3339_millis(v.at_ms).as_str()));
+    assert_eq!(
+        snap.flags
+            .iter()
+            .map(|f| f.key.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a"]
+    );
+    assert_eq!(
+        snap.published_at.as_deref(),
+        Some(pulseplane_core::time::format_rfc3339_millis(v.at_ms).as_str())
+    );
 }
 
 #[test]
@@ -190,23 +330,42 @@ fn rollback_restores_content_as_a_new_version() {
     h.put(on_flag("b"));
     h.publish(None).unwrap();
     assert_eq!(h.eval("a"), (false, Reason::Static));
-    let out = h.ok(Command::Rollback { env: "prod".into(), to_version: None, message: "undo".into() });
+    let out = h.ok(Command::Rollback {
+        env: "prod".into(),
+        to_version: None,
+        message: "undo".into(),
+    });
     assert_eq!(out.env_version, 3);
     assert_eq!(out.changed_flags, vec!["a", "b"]);
     let v3 = h.state.env("prod").unwrap().snapshot();
     assert_eq!(v3.flags, v1.flags);
     assert_eq!(v3.segments, v1.segments);
     assert_eq!(h.eval("a"), (true, Reason::Static));
-    assert_eq!(h.state.env("prod").unwrap().versions[2].action, VersionAction::Rollback { to: 1 });
+    assert_eq!(
+        h.state.env("prod").unwrap().versions[2].action,
+        VersionAction::Rollback { to: 1 }
+    );
     // Rolling forward to version 2 works the same way.
-    h.ok(Command::Rollback { env: "prod".into(), to_version: Some(2), message: String::new() });
+    h.ok(Command::Rollback {
+        env: "prod".into(),
+        to_version: Some(2),
+        message: String::new(),
+    });
     assert_eq!(h.eval("a"), (false, Reason::Static));
     assert!(matches!(
-        h.run(Command::Rollback { env: "prod".into(), to_version: Some(9), message: String::new() }),
+        h.run(Command::Rollback {
+            env: "prod".into(),
+            to_version: Some(9),
+            message: String::new()
+        }),
         Err(CommandError::VersionNotFound { version: 9, .. })
     ));
     assert!(matches!(
-        h.run(Command::Rollback { env: "prod".into(), to_version: Some(4), message: String::new() }),
+        h.run(Command::Rollback {
+            env: "prod".into(),
+            to_version: Some(4),
+            message: String::new()
+        }),
         Err(CommandError::NoChange { .. })
     ));
 }
@@ -216,30 +375,68 @@ fn kill_switch_survives_publish_and_rollback() {
     let mut h = Harness::new();
     h.put(on_flag("a"));
     h.publish(None).unwrap();
-    let kill = |h: &mut Harness| h.ok(Command::Kill { env: "prod".into(), flag: "a".into(), message: "incident".into() });
+    let kill = |h: &mut Harness| {
+        h.ok(Command::Kill {
+            env: "prod".into(),
+            flag: "a".into(),
+            message: "incident".into(),
+        })
+    };
     let out = kill(&mut h);
-    assert_eq!((out.env_version, out.changed_flags.clone()), (2, vec!["a".to_string()]));
+    assert_eq!(
+        (out.env_version, out.changed_flags.clone()),
+        (2, vec!["a".to_string()])
+    );
     assert_eq!(h.eval("a"), (false, Reason::Disabled));
     let snap = h.state.env("prod").unwrap().snapshot();
     assert!(snap.flags[0].killed && !snap.flags[0].enabled);
     // Killing again is a no-op.
     assert_eq!(kill(&mut h).env_version, 2);
     // Publishing a new draft does not lift it.
-    h.put(json!({"key": "a", "kind": "boolean", "description": "v2", "default": {"variant": "on"}}));
+    h.put(
+        json!({"key": "a", "kind": "boolean", "description": "v2", "default": {"variant": "on"}}),
+    );
     h.publish(None).unwrap();
     assert_eq!(h.eval("a"), (false, Reason::Disabled));
     // Nor does rolling back to a version from before the kill.
-    h.ok(Command::Rollback { env: "prod".into(), to_version: Some(1), message: String::new() });
+    h.ok(Command::Rollback {
+        env: "prod".into(),
+        to_version: Some(1),
+        message: String::new(),
+    });
     assert_eq!(h.eval("a"), (false, Reason::Disabled));
-    let out = h.ok(Command::Restore { env: "prod".into(), flag: "a".into(), message: "fixed".into() });
+    let out = h.ok(Command::Restore {
+        env: "prod".into(),
+        flag: "a".into(),
+        message: "fixed".into(),
+    });
     assert_eq!(out.env_version, 5);
     assert_eq!(h.eval("a"), (true, Reason::Static));
-    assert_eq!(h.ok(Command::Restore { env: "prod".into(), flag: "a".into(), message: String::new() }).env_version, 5);
+    assert_eq!(
+        h.ok(Command::Restore {
+            env: "prod".into(),
+            flag: "a".into(),
+            message: String::new()
+        })
+        .env_version,
+        5
+    );
     assert!(matches!(
-        h.run(Command::Kill { env: "prod".into(), flag: "zzz".into(), message: String::new() }),
+        h.run(Command::Kill {
+            env: "prod".into(),
+            flag: "zzz".into(),
+            message: String::new()
+        }),
         Err(CommandError::FlagNotFound { .. })
     ));
-    let actions: Vec<_> = h.state.env("prod").unwrap().versions.iter().map(|v| v.action.clone()).collect();
+    let actions: Vec<_> = h
+        .state
+        .env("prod")
+        .unwrap()
+        .versions
+        .iter()
+        .map(|v| v.action.clone())
+        .collect();
     assert_eq!(actions[1], VersionAction::Kill { flag: "a".into() });
     assert_eq!(actions[4], VersionAction::Restore { flag: "a".into() });
 }
@@ -256,31 +453,73 @@ fn retried_commands_apply_once() {
     let digest = h.state.digest();
     let again = h.state.apply(&put).unwrap();
     assert!(again.replayed);
-    assert_eq!(Outcome { replayed: false, ..again }, first);
+    assert_eq!(
+        Outcome {
+            replayed: false,
+            ..again
+        },
+        first
+    );
     assert_eq!(h.state.digest(), digest);
     // A refusal is replayed too.
-    let publish_missing = h.envelope(Command::Publish { env: "prod".into(), message: String::new(), flags: Some(vec!["x".into()]), segments: None });
+    let publish_missing = h.envelope(Command::Publish {
+        env: "prod".into(),
+        message: String::new(),
+        flags: Some(vec!["x".into()]),
+        segments: None,
+    });
     let e1 = h.state.apply(&publish_missing).unwrap_err();
     assert_eq!(h.state.apply(&publish_missing).unwrap_err(), e1);
     // The same key for another command is refused.
     let mut other = put.clone();
-    other.command = Command::DeleteFlag { env: "prod".into(), key: "a".into(), expected_revision: None };
-    assert!(matches!(h.state.apply(&other), Err(CommandError::IdempotencyKeyReused { .. })));
+    other.command = Command::DeleteFlag {
+        env: "prod".into(),
+        key: "a".into(),
+        expected_revision: None,
+    };
+    assert!(matches!(
+        h.state.apply(&other),
+        Err(CommandError::IdempotencyKeyReused { .. })
+    ));
     // Keys older than the window are forgotten.
-    let mut late = h.envelope(Command::UpdateEnvironment { key: "prod".into(), name: "P".into() });
+    let mut late = h.envelope(Command::UpdateEnvironment {
+        key: "prod".into(),
+        name: "P".into(),
+    });
     late.at_ms += IDEMPOTENCY_WINDOW_MS + 10_000;
     h.state.apply(&late).unwrap();
     assert_eq!(h.state.idempotency.len(), 1);
-    let empty_key = CommandEnvelope { idempotency_key: String::new(), ..late };
-    assert!(matches!(h.state.apply(&empty_key), Err(CommandError::Invalid(_))));
+    let empty_key = CommandEnvelope {
+        idempotency_key: String::new(),
+        ..late
+    };
+    assert!(matches!(
+        h.state.apply(&empty_key),
+        Err(CommandError::Invalid(_))
+    ));
 }
 
 fn script() -> Vec<CommandEnvelope> {
-    let mut h = Harness { state: State::new(), seq: 0 };
+    let mut h = Harness {
+        state: State::new(),
+        seq: 0,
+    };
     let mut out = Vec::new();
     let mut push = |h: &mut Harness, c: Command| out.push(h.envelope(c));
-    push(&mut h, Command::CreateEnvironment { key: "prod".into(), name: "Production".into() });
-    push(&mut h, Command::CreateEnvironment { key: "dev".into(), name: "Dev".into() });
+    push(
+        &mut h,
+        Command::CreateEnvironment {
+            key: "prod".into(),
+            name: "Production".into(),
+        },
+    );
+    push(
+        &mut h,
+        Command::CreateEnvironment {
+            key: "dev".into(),
+            name: "Dev".into(),
+        },
+    );
     for i in 0..30 {
         let flag: Flag = serde_json::from_value(json!({
             "key": format!("f{}", i % 7), "kind": "multivariate", "off_variant": "a",
@@ -289,13 +528,42 @@ fn script() -> Vec<CommandEnvelope> {
         }))
         .unwrap();
         let env = if i % 3 == 0 { "dev" } else { "prod" };
-        push(&mut h, Command::UpsertFlag { env: env.into(), flag, expected_revision: None });
+        push(
+            &mut h,
+            Command::UpsertFlag {
+                env: env.into(),
+                flag,
+                expected_revision: None,
+            },
+        );
         if i % 4 == 3 {
-            push(&mut h, Command::Publish { env: env.into(), message: format!("p{i}"), flags: None, segments: None });
+            push(
+                &mut h,
+                Command::Publish {
+                    env: env.into(),
+                    message: format!("p{i}"),
+                    flags: None,
+                    segments: None,
+                },
+            );
         }
         if i % 10 == 9 {
-            push(&mut h, Command::Kill { env: "prod".into(), flag: "f1".into(), message: String::new() });
-            push(&mut h, Command::Rollback { env: "prod".into(), to_version: None, message: String::new() });
+            push(
+                &mut h,
+                Command::Kill {
+                    env: "prod".into(),
+                    flag: "f1".into(),
+                    message: String::new(),
+                },
+            );
+            push(
+                &mut h,
+                Command::Rollback {
+                    env: "prod".into(),
+                    to_version: None,
+                    message: String::new(),
+                },
+            );
         }
     }
     out
@@ -314,7 +582,10 @@ fn replay_gives_a_byte_identical_digest() {
     assert_eq!(ra, rb);
     assert!(ra.iter().filter(|r| r.is_ok()).count() > 30);
     assert_eq!(a.digest(), b.digest());
-    assert_eq!(serde_json::to_vec(&a).unwrap(), serde_json::to_vec(&b).unwrap());
+    assert_eq!(
+        serde_json::to_vec(&a).unwrap(),
+        serde_json::to_vec(&b).unwrap()
+    );
     // A state restored from its serialized form has the same digest.
     let restored: State = serde_json::from_slice(&serde_json::to_vec(&a).unwrap()).unwrap();
     assert_eq!(restored.digest(), a.digest());

@@ -71,10 +71,18 @@ fn evaluation_vectors() {
             let ctx: Context = serde_json::from_value(e["context"].clone()).unwrap();
             let default = &e["default"];
             let got = match e["type"].as_str().unwrap() {
-                "bool" => serde_json::to_value(set.bool_details(flag, &ctx, default.as_bool().unwrap())),
-                "string" => serde_json::to_value(set.string_details(flag, &ctx, default.as_str().unwrap())),
-                "int" => serde_json::to_value(set.int_details(flag, &ctx, default.as_i64().unwrap())),
-                "float" => serde_json::to_value(set.float_details(flag, &ctx, default.as_f64().unwrap())),
+                "bool" => {
+                    serde_json::to_value(set.bool_details(flag, &ctx, default.as_bool().unwrap()))
+                }
+                "string" => {
+                    serde_json::to_value(set.string_details(flag, &ctx, default.as_str().unwrap()))
+                }
+                "int" => {
+                    serde_json::to_value(set.int_details(flag, &ctx, default.as_i64().unwrap()))
+                }
+                "float" => {
+                    serde_json::to_value(set.float_details(flag, &ctx, default.as_f64().unwrap()))
+                }
                 "json" => serde_json::to_value(set.json_details(flag, &ctx, default)),
                 other => panic!("unknown type {other}"),
             }
@@ -87,11 +95,41 @@ fn evaluation_vectors() {
                     (Some(a), Some(b)) => a == b,
                     _ => g == w,
                 };
-                assert!(same, "case {name:?}, flag {flag}, context {}: {field} is {g}, expected {w}", e["context"]);
+                assert!(
+                    same,
+                    "case {name:?}, flag {flag}, context {}: {field} is {g}, expected {w}",
+                    e["context"]
+                );
             }
             assert_eq!(got["env_version"], 1);
             count += 1;
         }
     }
     assert!(count >= 100, "only {count} evaluations ran");
+}
+
+/// The snapshot in docs/flags.md: its stated digest is the SHA-256 of its
+/// canonical form, and this build recomputes it.
+#[test]
+fn snapshot_digest_vector() {
+    let path = format!(
+        "{}/vectors/snapshot-digest.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(&path).unwrap();
+    let snap = Snapshot::from_json(&bytes).unwrap();
+    assert_eq!(
+        snap.digest,
+        "d6ad60fba7508f5924b57e2a5ae591d4d32f8e3f1f67a4da04f0888f4a0e568c"
+    );
+    assert_eq!(snap.compute_digest(), snap.digest);
+    let set = snap.compile().unwrap();
+    assert!(set.bool_value("dark-mode", &Context::default(), false));
+    // The example snapshot shipped for the quickstart verifies too.
+    let example = format!(
+        "{}/../../deploy/examples/prod-snapshot.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (_, set) = Snapshot::load(&std::fs::read(example).unwrap()).unwrap();
+    assert_eq!(set.len(), 3);
 }
