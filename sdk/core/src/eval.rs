@@ -267,26 +267,53 @@ impl FlagSet {
         if !flag.enabled {
             return Resolution::served(flag.off, Reason::Disabled, None);
         }
+        if !flag.prerequisites.is_empty() {
+            if let Some(r) = self.check_prerequisites(flag, ctx, depth) {
+                return r;
+            }
+        }
+        self.targeting(flag, ctx)
+    }
+
+    /// `Some(result)` when a prerequisite decides the flag's result.
+    #[cold]
+    fn check_prerequisites(&self, flag: &CFlag, ctx: &Context, depth: usize) -> Option<Resolution> {
         for p in flag.prerequisites.iter() {
             let Some(pre) = self.flags.get(p.flag as usize) else {
-                return Resolution::error(ErrorCode::General, "prerequisite flag missing");
+                return Some(Resolution::error(
+                    ErrorCode::General,
+                    "prerequisite flag missing",
+                ));
             };
             if depth >= MAX_PREREQUISITE_DEPTH {
-                return Resolution::error(ErrorCode::General, "prerequisite chain too deep");
+                return Some(Resolution::error(
+                    ErrorCode::General,
+                    "prerequisite chain too deep",
+                ));
             }
             let r = self.resolve(pre, ctx, depth + 1);
             if r.error.is_some() {
-                return Resolution::error(
+                return Some(Resolution::error(
                     ErrorCode::General,
                     "prerequisite could not be evaluated",
-                );
+                ));
             }
             if r.variant != Some(p.variant) {
-                return Resolution::served(flag.off, Reason::PrerequisiteFailed, None);
+                return Some(Resolution::served(
+                    flag.off,
+                    Reason::PrerequisiteFailed,
+                    None,
+                ));
             }
         }
+        None
+    }
+
+    /// Rules, then the default.
+    #[inline]
+    fn targeting(&self, flag: &CFlag, ctx: &Context) -> Resolution {
         for (i, rule) in flag.rules.iter().enumerate() {
-            if !rule.clauses.iter().all(|c| self.clause_matches(c, ctx)) {
+            if !self.all_match(&rule.clauses, ctx) {
                 continue;
             }
             match &rule.serve {
@@ -320,28 +347,31 @@ impl FlagSet {
         }
     }
 
+    /// True when every clause of a rule matches.
     #[inline]
-    fn clause_matches(&self, c: &CClause, ctx: &Context) -> bool {
-        if let COp::InSegment(segs) = &c.op {
-            let hit = segs.iter().any(|&s| self.in_segment(s, ctx));
-            return hit != c.negate;
+    fn all_match(&self, clauses: &[CClause], ctx: &Context) -> bool {
+        for c in clauses {
+            let hit = match &c.op {
+                COp::InSegment(segs) => {
+                    let mut any = false;
+                    for &s in segs.iter() {
+                        if self.in_segment(s, ctx) {
+                            any = true;
+                            break;
+                        }
+                    }
+                    any != c.negate
+                }
+                _ => leaf_matches(c, ctx),
+            };
+            if !hit {
+                return false;
+            }
         }
-        let value = match &c.attr {
-            Attr::TargetingKey => ctx.targeting_key().map(AttrRef::Str),
-            Attr::Named(n) => ctx.get_key(n),
-        };
-        let Some(value) = value else {
-            // A missing attribute never matches, negated or not; only a
-            // negated `exists` is true for it.
-            return matches!(c.op, COp::Exists) && c.negate;
-        };
-        let hit = match value {
-            AttrRef::List(items) => items.iter().any(|s| op_matches(&c.op, AttrRef::Str(s))),
-            v => op_matches(&c.op, v),
-        };
-        hit != c.negate
+        true
     }
 
+    #[inline]
     fn in_segment(&self, s: u32, ctx: &Context) -> bool {
         let Some(seg) = self.segments.get(s as usize) else {
             return false;
@@ -354,8 +384,36 @@ impl FlagSet {
                 return false;
             }
         }
-        !seg.clauses.is_empty() && seg.clauses.iter().all(|c| self.clause_matches(c, ctx))
+        if seg.clauses.is_empty() {
+            return false;
+        }
+        for c in seg.clauses.iter() {
+            if !leaf_matches(c, ctx) {
+                return false;
+            }
+        }
+        true
     }
+}
+
+/// A clause other than `in_segment` (segments cannot nest, so this never
+/// recurses).
+#[inline(always)]
+fn leaf_matches(c: &CClause, ctx: &Context) -> bool {
+    let value = match &c.attr {
+        Attr::TargetingKey => ctx.targeting_key().map(AttrRef::Str),
+        Attr::Named(n) => ctx.get_key(n),
+    };
+    let Some(value) = value else {
+        // A missing attribute never matches, negated or not; only a
+        // negated `exists` is true for it.
+        return matches!(c.op, COp::Exists) && c.negate;
+    };
+    let hit = match value {
+        AttrRef::List(items) => items.iter().any(|s| op_matches(&c.op, AttrRef::Str(s))),
+        v => op_matches(&c.op, v),
+    };
+    hit != c.negate
 }
 
 #[inline(always)]
