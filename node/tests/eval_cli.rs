@@ -84,6 +84,46 @@ fn explains_segments_prerequisites_and_unknown_flags() {
     assert_eq!(v["value"], "fallback");
     assert_eq!(v["reason"], "ERROR");
     assert_eq!(v["error_code"], "FLAG_NOT_FOUND");
+    // A typed call, as an SDK makes it: a string flag asked for a bool.
+    let (code, v, _) = eval(&[
+        "--file",
+        &file,
+        "--flag",
+        "checkout-theme",
+        "--type",
+        "bool",
+        "--default",
+        "true",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        (v["value"].clone(), v["error_code"].clone()),
+        (Value::Bool(true), "TYPE_MISMATCH".into())
+    );
+    let (code, v, _) = eval(&[
+        "--file",
+        &file,
+        "--flag",
+        "request-timeout-ms",
+        "--type",
+        "int",
+    ]);
+    assert_eq!(
+        (code, v["value"].clone(), v["reason"].clone()),
+        (0, 2000.into(), "DEFAULT".into())
+    );
+    let (code, _, err) = eval(&[
+        "--file",
+        &file,
+        "--flag",
+        "request-timeout-ms",
+        "--type",
+        "int",
+        "--default",
+        "\"x\"",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected an integer"), "{err}");
 }
 
 #[test]

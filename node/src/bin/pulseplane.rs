@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pulseplane_node::cli::eval::ValueType;
 
 #[derive(Parser)]
 #[command(name = "pulseplane", version, about = "Pulseplane operator CLI")]
@@ -25,6 +26,10 @@ enum Cmd {
         /// Evaluation context as JSON: {"targeting_key": "...", "attributes": {...}}.
         #[arg(long, default_value = "{}")]
         context: String,
+        /// The typed call to make, as an SDK would; a served value of another
+        /// type gives the default with TYPE_MISMATCH.
+        #[arg(long = "type", value_enum, default_value = "json")]
+        value_type: ValueType,
         /// The caller's default as JSON, returned when evaluation fails.
         #[arg(long)]
         default: Option<String>,
@@ -38,8 +43,15 @@ fn main() -> ExitCode {
             file,
             flag,
             context,
+            value_type,
             default,
-        } => match pulseplane_node::cli::eval::run(&file, &flag, &context, default.as_deref()) {
+        } => match pulseplane_node::cli::eval::run(
+            &file,
+            &flag,
+            &context,
+            value_type,
+            default.as_deref(),
+        ) {
             Ok(v) => {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 ExitCode::SUCCESS

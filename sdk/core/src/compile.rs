@@ -193,21 +193,27 @@ impl FlagSet {
                 format!("more than {MAX_SEGMENTS} segments"),
             ));
         }
+        if !issues.is_empty() {
+            // Too large to be worth compiling: report the size alone.
+            return Err(ValidationError { issues });
+        }
         let mut seg_index: AHashMap<&str, u32> = AHashMap::new();
         for (i, s) in segments.iter().enumerate() {
             if seg_index.insert(s.key.as_str(), i as u32).is_some() {
+                let _ = i;
                 issues.push(Issue::new(
-                    format!("/segments/{i}/key"),
-                    format!("duplicate segment key {:?}", s.key),
+                    format!("/segments/{}/key", s.key),
+                    "duplicate segment key",
                 ));
             }
         }
         let mut flag_index: AHashMap<&str, u32> = AHashMap::new();
         for (i, f) in flags.iter().enumerate() {
             if flag_index.insert(f.key.as_str(), i as u32).is_some() {
+                let _ = i;
                 issues.push(Issue::new(
-                    format!("/flags/{i}/key"),
-                    format!("duplicate flag key {:?}", f.key),
+                    format!("/flags/{}/key", f.key),
+                    "duplicate flag key",
                 ));
             }
         }
@@ -321,15 +327,18 @@ pub fn validate_segment(segment: &Segment) -> Vec<Issue> {
     out
 }
 
-/// Finds prerequisite cycles and chains deeper than
-/// [`MAX_PREREQUISITE_DEPTH`] among `flags`. Paths are
-/// `/flags/<key>/prerequisites`.
+/// Finds prerequisite cycles, chains deeper than [`MAX_PREREQUISITE_DEPTH`]
+/// and flags whose evaluation would visit more than
+/// [`MAX_PREREQUISITE_EVALUATIONS`] prerequisites (counting repeats) among
+/// `flags`. Paths are `/flags/<key>/prerequisites`.
 pub fn check_prerequisite_graph<'a>(flags: impl Iterator<Item = &'a Flag>) -> Vec<Issue> {
     let by_key: AHashMap<&str, &Flag> = flags.map(|f| (f.key.as_str(), f)).collect();
     let mut keys: Vec<&str> = by_key.keys().copied().collect();
     keys.sort_unstable();
     // depth[key]: longest chain below the flag; computed by iterative DFS.
     let mut depth: AHashMap<&str, usize> = AHashMap::new();
+    // work[key]: prerequisite evaluations below the flag, repeats included.
+    let mut work: AHashMap<&str, u64> = AHashMap::new();
     let mut issues = Vec::new();
     let mut reported_cycle: AHashSet<&str> = AHashSet::new();
     for &start in &keys {
@@ -378,7 +387,19 @@ pub fn check_prerequisite_graph<'a>(flags: impl Iterator<Item = &'a Flag>) -> Ve
                         ),
                     ));
                 }
+                let w = prereqs.iter().fold(0u64, |acc, p| {
+                    acc.saturating_add(1 + work.get(p.flag.as_str()).copied().unwrap_or(0))
+                });
+                if w > MAX_PREREQUISITE_EVALUATIONS && d <= MAX_PREREQUISITE_DEPTH {
+                    issues.push(Issue::new(
+                        format!("/flags/{key}/prerequisites"),
+                        format!(
+                            "evaluating this flag visits {w} prerequisites; the limit is {MAX_PREREQUISITE_EVALUATIONS}"
+                        ),
+                    ));
+                }
                 depth.insert(key, d);
+                work.insert(key, w);
                 on_path.remove(key);
                 stack.pop();
             }
@@ -442,6 +463,7 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
                     text.len()
                 ),
             );
+            return None;
         }
     }
     // Normalize a copy so callers may pass operator input as written.
@@ -773,6 +795,7 @@ pub(crate) fn compile_segment(s: &Segment, issues: &mut Issues<'_>) -> Option<CS
                     text.len()
                 ),
             );
+            return None;
         }
     }
     let clauses = compile_clauses(&s.clauses, "/clauses", None, issues);
@@ -832,20 +855,23 @@ fn compile_clause(
         issues.push(format!("{path}/values"), "exists takes no values");
     }
     let vpath = |i: usize| format!("{path}/values/{i}");
-    let strings = |issues: &mut Issues<'_>| -> Vec<&str> {
+    // String values with their positions in `values`, for error paths.
+    let strings = |issues: &mut Issues<'_>| -> Vec<(usize, &str)> {
         let mut out = Vec::with_capacity(c.values.len());
         for (i, v) in c.values.iter().enumerate() {
             match v.as_str() {
                 Some(s) if s.len() > MAX_VALUE_LEN => {
                     issues.push(vpath(i), format!("longer than {MAX_VALUE_LEN} bytes"))
                 }
-                Some(s) => out.push(s),
+                Some(s) => out.push((i, s)),
                 None => issues.push(vpath(i), "expected a string"),
             }
         }
         out
     };
-    let boxed = |v: Vec<&str>| -> Box<[Box<str>]> { v.into_iter().map(Box::from).collect() };
+    let boxed = |v: Vec<(usize, &str)>| -> Box<[Box<str>]> {
+        v.into_iter().map(|(_, s)| Box::from(s)).collect()
+    };
     let numbers = |issues: &mut Issues<'_>| -> Vec<f64> {
         let mut out = Vec::with_capacity(c.values.len());
         for (i, v) in c.values.iter().enumerate() {
@@ -859,7 +885,7 @@ fn compile_clause(
     };
     let semvers = |issues: &mut Issues<'_>| -> Vec<semver::Version> {
         let mut out = Vec::new();
-        for (i, s) in strings(issues).into_iter().enumerate() {
+        for (i, s) in strings(issues) {
             match semver::Version::parse(s) {
                 Ok(v) => out.push(v),
                 Err(e) => issues.push(vpath(i), format!("invalid semantic version: {e}")),
@@ -869,7 +895,7 @@ fn compile_clause(
     };
     let times = |issues: &mut Issues<'_>| -> Vec<i128> {
         let mut out = Vec::new();
-        for (i, s) in strings(issues).into_iter().enumerate() {
+        for (i, s) in strings(issues) {
             match parse_rfc3339(s) {
                 Some(t) => out.push(t),
                 None => issues.push(vpath(i), "expected an RFC 3339 timestamp"),
@@ -889,6 +915,9 @@ fn compile_clause(
                     }
                     Value::String(s) => strs.push(Box::<str>::from(s.as_str())),
                     Value::Number(n) if number_is_exact(n) => nums.push(n.as_f64().unwrap_or(0.0)),
+                    Value::Number(_) => {
+                        issues.push(vpath(i), "integer cannot be represented exactly")
+                    }
                     Value::Bool(b) => bools[usize::from(*b)] = true,
                     _ => issues.push(vpath(i), "expected a string, number or boolean"),
                 }

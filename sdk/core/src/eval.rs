@@ -404,10 +404,13 @@ fn leaf_matches(c: &CClause, ctx: &Context) -> bool {
         Attr::TargetingKey => ctx.targeting_key().map(AttrRef::Str),
         Attr::Named(n) => ctx.get_key(n),
     };
+    if let COp::Exists = c.op {
+        // Presence alone decides, whatever the value (an empty list is present).
+        return value.is_some() != c.negate;
+    }
     let Some(value) = value else {
-        // A missing attribute never matches, negated or not; only a
-        // negated `exists` is true for it.
-        return matches!(c.op, COp::Exists) && c.negate;
+        // A missing attribute never matches, negated or not.
+        return false;
     };
     let hit = match value {
         AttrRef::List(items) => items.iter().any(|s| op_matches(&c.op, AttrRef::Str(s))),

@@ -27,6 +27,8 @@ pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 pub const MAX_PREREQUISITES: usize = 20;
 /// Longest chain of prerequisites (a flag with a prerequisite is depth 1).
 pub const MAX_PREREQUISITE_DEPTH: usize = 10;
+/// Prerequisite evaluations one flag may cause, repeats included.
+pub const MAX_PREREQUISITE_EVALUATIONS: u64 = 100;
 /// Arms per rollout.
 pub const MAX_ROLLOUT_ARMS: usize = 100;
 /// Largest total weight of a rollout (the bucket arithmetic needs < 2^32).

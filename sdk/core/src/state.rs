@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, CommandEnvelope, CommandError, Outcome};
 use crate::compile::{FlagSet, check_prerequisite_graph, validate_flag, validate_segment};
 use crate::issue::{Issue, ValidationError};
-use crate::limits::{MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_TOKEN_LEN, check_key};
+use crate::limits::{
+    MAX_FLAGS, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_SEGMENTS, MAX_TOKEN_LEN, check_key,
+};
 use crate::model::{Environment, Flag, Operator, Segment};
 use crate::snapshot::{Snapshot, canonical_sha256};
 
@@ -38,7 +40,7 @@ struct Recorded {
     at_ms: i64,
     /// Digest of the command, to spot a key reused for another command.
     command: String,
-    result: Result<Outcome, CommandError>,
+    outcome: Outcome,
 }
 
 /// A draft (unpublished) flag or segment with its write metadata.
@@ -141,19 +143,27 @@ impl State {
             ));
         }
         let fingerprint = canonical_sha256(&serde_json::to_value(&cmd.command).unwrap_or_default());
+        let horizon = cmd.at_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
         if let Some(prev) = self.idempotency.entries.get(&cmd.idempotency_key) {
-            if prev.command != fingerprint {
-                return Err(CommandError::IdempotencyKeyReused {
-                    key: cmd.idempotency_key.clone(),
+            if prev.at_ms >= horizon {
+                if prev.command != fingerprint {
+                    return Err(CommandError::IdempotencyKeyReused {
+                        key: cmd.idempotency_key.clone(),
+                    });
+                }
+                return Ok(Outcome {
+                    replayed: true,
+                    ..prev.outcome.clone()
                 });
             }
-            return prev.result.clone().map(|o| Outcome {
-                replayed: true,
-                ..o
-            });
         }
         let result = self.apply_new(cmd);
-        self.idempotency.remember(cmd, fingerprint, result.clone());
+        // Only applied commands are remembered: a refusal changed nothing,
+        // so its retry is simply evaluated again. (Refusal messages also come
+        // from third-party parsers and must not enter the replicated state.)
+        if let Ok(outcome) = &result {
+            self.idempotency.remember(cmd, fingerprint, outcome.clone());
+        }
         result
     }
 
@@ -287,12 +297,7 @@ fn check_env_fields(key: &str, name: &str) -> Result<(), CommandError> {
 }
 
 impl IdempotencyLog {
-    fn remember(
-        &mut self,
-        cmd: &CommandEnvelope,
-        command: String,
-        result: Result<Outcome, CommandError>,
-    ) {
+    fn remember(&mut self, cmd: &CommandEnvelope, command: String, outcome: Outcome) {
         let horizon = cmd.at_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
         while let Some(oldest) = self.order.front() {
             let expired = self.entries.get(oldest).is_none_or(|r| r.at_ms < horizon);
@@ -303,13 +308,18 @@ impl IdempotencyLog {
                 self.entries.remove(&k);
             }
         }
+        if self.entries.contains_key(&cmd.idempotency_key) {
+            // An expired key used again: drop its old place in the order, so
+            // that each key is in `order` once.
+            self.order.retain(|k| k != &cmd.idempotency_key);
+        }
         self.order.push_back(cmd.idempotency_key.clone());
         self.entries.insert(
             cmd.idempotency_key.clone(),
             Recorded {
                 at_ms: cmd.at_ms,
                 command,
-                result,
+                outcome,
             },
         );
     }
@@ -457,6 +467,12 @@ impl EnvState {
                 });
             }
         }
+        if existing.is_none() && self.draft_flags.len() >= MAX_FLAGS {
+            return Err(invalid(
+                "/key",
+                format!("the environment already has {MAX_FLAGS} flags"),
+            ));
+        }
         let mut issues = validate_flag(&flag, &|k| self.draft_segments.contains_key(k), &|k| {
             self.draft_flags
                 .get(k)
@@ -547,6 +563,12 @@ impl EnvState {
                     ..self.outcome()
                 });
             }
+        }
+        if existing.is_none() && self.draft_segments.len() >= MAX_SEGMENTS {
+            return Err(invalid(
+                "/key",
+                format!("the environment already has {MAX_SEGMENTS} segments"),
+            ));
         }
         ValidationError::check(validate_segment(&segment))?;
         let rev = self.next_revision();
@@ -760,10 +782,24 @@ impl EnvState {
         at: i64,
         who: &str,
     ) -> Result<Outcome, CommandError> {
-        let to = to.unwrap_or_else(|| self.version().saturating_sub(1));
+        let to = match to {
+            Some(v) => v,
+            // The latest version whose content differs from the current one
+            // (kill and restore versions share their predecessor's content).
+            None => self
+                .current()
+                .and_then(|cur| {
+                    self.versions
+                        .iter()
+                        .rev()
+                        .find(|v| v.flags != cur.flags || v.segments != cur.segments)
+                })
+                .map_or(0, |v| v.version),
+        };
         let Some(target) = to
             .checked_sub(1)
-            .and_then(|i| self.versions.get(i as usize))
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.versions.get(i))
         else {
             return Err(CommandError::VersionNotFound {
                 env: self.key.clone(),

@@ -461,15 +461,21 @@ fn retried_commands_apply_once() {
         first
     );
     assert_eq!(h.state.digest(), digest);
-    // A refusal is replayed too.
-    let publish_missing = h.envelope(Command::Publish {
+    // A refusal is not remembered: its retry is evaluated again, and can
+    // succeed once the state allows it.
+    let publish_b = h.envelope(Command::Publish {
         env: "prod".into(),
         message: String::new(),
-        flags: Some(vec!["x".into()]),
+        flags: Some(vec!["b".into()]),
         segments: None,
     });
-    let e1 = h.state.apply(&publish_missing).unwrap_err();
-    assert_eq!(h.state.apply(&publish_missing).unwrap_err(), e1);
+    assert!(matches!(
+        h.state.apply(&publish_b),
+        Err(CommandError::FlagNotFound { .. })
+    ));
+    h.put(on_flag("b"));
+    assert_eq!(h.state.apply(&publish_b).unwrap().env_version, 1);
+    assert!(h.state.apply(&publish_b).unwrap().replayed);
     // The same key for another command is refused.
     let mut other = put.clone();
     other.command = Command::DeleteFlag {
@@ -481,13 +487,15 @@ fn retried_commands_apply_once() {
         h.state.apply(&other),
         Err(CommandError::IdempotencyKeyReused { .. })
     ));
-    // Keys older than the window are forgotten.
-    let mut late = h.envelope(Command::UpdateEnvironment {
+    // Keys older than the window are forgotten: the same key is a new command.
+    let mut late = put.clone();
+    late.at_ms += IDEMPOTENCY_WINDOW_MS + 10_000;
+    let renamed = Command::UpdateEnvironment {
         key: "prod".into(),
         name: "P".into(),
-    });
-    late.at_ms += IDEMPOTENCY_WINDOW_MS + 10_000;
-    h.state.apply(&late).unwrap();
+    };
+    late.command = renamed;
+    assert!(!h.state.apply(&late).unwrap().replayed);
     assert_eq!(h.state.idempotency.len(), 1);
     let empty_key = CommandEnvelope {
         idempotency_key: String::new(),

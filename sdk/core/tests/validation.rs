@@ -262,6 +262,32 @@ fn prerequisite_cycles_and_depth() {
         "{issues:?}"
     );
     assert!(check_prerequisite_graph(chain[1..].iter()).is_empty());
+
+    // Shallow but wide: 4 layers of 5 flags, each requiring all of the next
+    // layer, would make one evaluation visit 5 + 25 + 125 prerequisites.
+    let layer = |l: usize| -> Vec<String> { (0..5).map(|i| format!("l{l}-{i}")).collect() };
+    let mut wide = vec![];
+    for l in 0..4 {
+        for key in layer(l) {
+            let next = if l == 3 { vec![] } else { layer(l + 1) };
+            let next: Vec<&str> = next.iter().map(String::as_str).collect();
+            wide.push(flag(&key, &next));
+        }
+    }
+    wide.push(flag(
+        "top",
+        &layer(0).iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let issues = check_prerequisite_graph(wide.iter());
+    assert!(
+        issues.iter().any(|i| i.path == "/flags/top/prerequisites"
+            && i.message.contains("visits 780 prerequisites")),
+        "{issues:?}"
+    );
+    assert!(
+        issues.iter().all(|i| !i.path.starts_with("/flags/l1")),
+        "{issues:?}"
+    );
 }
 
 #[test]
@@ -361,6 +387,19 @@ fn rules_and_clauses() {
             "invalid semantic version",
         );
     }
+    // Error paths name the offending element, even after a non-string one.
+    expect(
+        clause_flag(
+            json!({"attribute": "x", "operator": "semver_gt", "values": [1, "1.0.0", "bad"]}),
+        ),
+        "/rules/0/clauses/0/values/2",
+        "invalid semantic version",
+    );
+    expect(
+        clause_flag(json!({"attribute": "x", "operator": "in", "values": [9007199254740993u64]})),
+        "/rules/0/clauses/0/values/0",
+        "cannot be represented exactly",
+    );
     for op in ["before", "after"] {
         expect(
             clause_flag(
@@ -553,7 +592,7 @@ fn segments() {
 fn environment_sets() {
     let f: Flag = serde_json::from_value(json!({"key": "a", "kind": "boolean"})).unwrap();
     let err = FlagSet::compile("e", 1, &[f.clone(), f.clone()], &[]).unwrap_err();
-    assert_eq!(err.issues[0].path, "/flags/1/key");
+    assert_eq!(err.issues[0].path, "/flags/a/key");
     let mut bad = f.clone();
     bad.off_variant = Some("zzz".into());
     let err = FlagSet::compile("e", 1, &[bad], &[]).unwrap_err();
