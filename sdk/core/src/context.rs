@@ -99,6 +99,8 @@ struct Entry {
     fp: Fingerprint,
     name: Span,
     value: Slot,
+    /// Fingerprint of a string value, computed once when it is set.
+    value_fp: Fingerprint,
 }
 
 /// Who or what a flag is evaluated for.
@@ -109,6 +111,7 @@ struct Entry {
 pub struct Context {
     buf: SmallString<[u8; INLINE_TEXT]>,
     key: Option<Span>,
+    key_fp: Fingerprint,
     entries: SmallVec<[Entry; INLINE_ATTRIBUTES]>,
     items: Vec<Span>,
 }
@@ -118,6 +121,7 @@ impl Default for Context {
         Context {
             buf: SmallString::new(),
             key: None,
+            key_fp: Fingerprint::of(b""),
             entries: SmallVec::new(),
             items: Vec::new(),
         }
@@ -150,6 +154,13 @@ impl Context {
     /// Sets the targeting key.
     pub fn set_targeting_key(&mut self, key: &str) {
         self.key = Some(self.push_text(key));
+        self.key_fp = Fingerprint::of(key.as_bytes());
+    }
+
+    /// The targeting key and its fingerprint.
+    #[inline(always)]
+    pub(crate) fn targeting_key_fp(&self) -> Option<(AttrRef<'_>, Fingerprint)> {
+        self.targeting_key().map(|k| (AttrRef::Str(k), self.key_fp))
     }
 
     /// The targeting key.
@@ -163,7 +174,7 @@ impl Context {
         let slot = match value {
             AttrValue::Bool(b) => Slot::Bool(b),
             AttrValue::Number(n) => Slot::Number(n),
-            AttrValue::String(s) => Slot::Str(self.push_text(&s)),
+            AttrValue::String(s) => return self.set_str(name, &s),
             AttrValue::List(items) => {
                 let first = self.items.len() as u32;
                 for item in &items {
@@ -182,16 +193,26 @@ impl Context {
     /// Adds or replaces a string attribute without building an [`AttrValue`].
     pub fn set_str(&mut self, name: &str, value: &str) {
         let slot = Slot::Str(self.push_text(value));
-        self.set_slot(name, slot);
+        self.put(name, slot, Fingerprint::of(value.as_bytes()));
     }
 
     fn set_slot(&mut self, name: &str, value: Slot) {
+        self.put(name, value, Fingerprint::of(b""));
+    }
+
+    fn put(&mut self, name: &str, value: Slot, value_fp: Fingerprint) {
         if let Some(i) = self.position(name) {
             self.entries[i].value = value;
+            self.entries[i].value_fp = value_fp;
         } else {
             let fp = Fingerprint::of(name.as_bytes());
             let name = self.push_text(name);
-            self.entries.push(Entry { fp, name, value });
+            self.entries.push(Entry {
+                fp,
+                name,
+                value,
+                value_fp,
+            });
         }
     }
 
@@ -214,13 +235,13 @@ impl Context {
     }
 
     #[inline(always)]
-    fn find(&self, name: &str, fp: &Fingerprint) -> Option<(usize, Slot)> {
+    fn find(&self, name: &str, fp: &Fingerprint) -> Option<(usize, &Entry)> {
         for (i, e) in self.entries.iter().enumerate() {
             if e.fp == *fp
                 && (fp.len <= 16
                     || bytes_eq(e.name.of(self.buf.as_str()).as_bytes(), name.as_bytes()))
             {
-                return Some((i, e.value));
+                return Some((i, e));
             }
         }
         None
@@ -229,8 +250,15 @@ impl Context {
     /// An attribute by a compiled name.
     #[inline(always)]
     pub(crate) fn get_key(&self, key: &Key) -> Option<AttrRef<'_>> {
-        let (_, slot) = self.find(&key.text, &key.fp)?;
-        Some(self.view(slot))
+        let (_, e) = self.find(&key.text, &key.fp)?;
+        Some(self.view(e.value))
+    }
+
+    /// An attribute by a compiled name, with the fingerprint of a string value.
+    #[inline(always)]
+    pub(crate) fn get_key_fp(&self, key: &Key) -> Option<(AttrRef<'_>, Fingerprint)> {
+        let (_, e) = self.find(&key.text, &key.fp)?;
+        Some((self.view(e.value), e.value_fp))
     }
 
     /// An attribute by name.

@@ -12,7 +12,7 @@ use crate::bucket::bucket_for;
 use crate::compile::{Attr, CClause, CFlag, COp, CServe, Cmp, FlagSet, InSet, StrSet};
 use crate::context::{AttrRef, Context};
 use crate::limits::MAX_PREREQUISITE_DEPTH;
-use crate::text::Fingerprint;
+use crate::text::{Fingerprint, Key};
 use crate::time::parse_rfc3339;
 
 /// Why a value was served (OpenFeature's reason names).
@@ -84,12 +84,52 @@ impl<T> EvaluationDetails<'_, T> {
     }
 }
 
-/// A variant-level result before typing.
+/// Why an evaluation fell back to the caller's default.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    FlagNotFound,
+    VariantMissing,
+    TypeMismatch,
+    PrerequisiteMissing,
+    PrerequisiteTooDeep,
+    PrerequisiteBroken,
+    TargetingKeyMissing,
+}
+
+impl Failure {
+    fn code(self) -> ErrorCode {
+        match self {
+            Failure::FlagNotFound => ErrorCode::FlagNotFound,
+            Failure::TypeMismatch => ErrorCode::TypeMismatch,
+            Failure::TargetingKeyMissing => ErrorCode::TargetingKeyMissing,
+            Failure::VariantMissing
+            | Failure::PrerequisiteMissing
+            | Failure::PrerequisiteTooDeep
+            | Failure::PrerequisiteBroken => ErrorCode::General,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Failure::FlagNotFound => "flag not found",
+            Failure::VariantMissing => "variant missing",
+            Failure::TypeMismatch => "served value has another type",
+            Failure::PrerequisiteMissing => "prerequisite flag missing",
+            Failure::PrerequisiteTooDeep => "prerequisite chain too deep",
+            Failure::PrerequisiteBroken => "prerequisite could not be evaluated",
+            Failure::TargetingKeyMissing => {
+                "the default rollout's bucketing attribute is missing from the context"
+            }
+        }
+    }
+}
+
+/// A variant-level result before typing; small enough to live in registers.
 #[derive(Clone, Copy, Debug)]
 struct Resolution {
     variant: Option<u16>,
     reason: Reason,
-    error: Option<(ErrorCode, &'static str)>,
+    error: Option<Failure>,
     rule: Option<u32>,
 }
 
@@ -103,11 +143,11 @@ impl Resolution {
         }
     }
 
-    fn error(code: ErrorCode, message: &'static str) -> Self {
+    fn error(failure: Failure) -> Self {
         Resolution {
             variant: None,
             reason: Reason::Error,
-            error: Some((code, message)),
+            error: Some(failure),
             rule: None,
         }
     }
@@ -131,20 +171,10 @@ impl FlagSet {
         convert: impl FnOnce(&'a Value) -> Option<T>,
     ) -> EvaluationDetails<'a, T> {
         let Some(fi) = self.lookup(key) else {
-            return self.miss(
-                default,
-                None,
-                0,
-                Resolution::error(ErrorCode::FlagNotFound, "flag not found"),
-            );
+            return self.miss(default, None, 0, Resolution::error(Failure::FlagNotFound));
         };
         let Some(flag) = self.flags.get(fi as usize) else {
-            return self.miss(
-                default,
-                None,
-                0,
-                Resolution::error(ErrorCode::FlagNotFound, "flag not found"),
-            );
+            return self.miss(default, None, 0, Resolution::error(Failure::FlagNotFound));
         };
         let r = match flag.fixed {
             Some((v, reason)) => Resolution::served(v, reason, None),
@@ -158,7 +188,7 @@ impl FlagSet {
                 default,
                 Some(fi),
                 flag.version,
-                Resolution::error(ErrorCode::General, "variant missing"),
+                Resolution::error(Failure::VariantMissing),
             );
         };
         match convert(&variant.value) {
@@ -178,7 +208,7 @@ impl FlagSet {
                 default,
                 Some(fi),
                 flag.version,
-                Resolution::error(ErrorCode::TypeMismatch, "served value has another type"),
+                Resolution::error(Failure::TypeMismatch),
             ),
         }
     }
@@ -195,8 +225,8 @@ impl FlagSet {
             value: default,
             variant: None,
             reason: r.reason,
-            error_code: r.error.map(|e| e.0),
-            error_message: r.error.map(|e| e.1),
+            error_code: r.error.map(Failure::code),
+            error_message: r.error.map(Failure::message),
             rule_index: r.rule,
             flag_version,
             env_version: self.version,
@@ -280,23 +310,14 @@ impl FlagSet {
     fn check_prerequisites(&self, flag: &CFlag, ctx: &Context, depth: usize) -> Option<Resolution> {
         for p in flag.prerequisites.iter() {
             let Some(pre) = self.flags.get(p.flag as usize) else {
-                return Some(Resolution::error(
-                    ErrorCode::General,
-                    "prerequisite flag missing",
-                ));
+                return Some(Resolution::error(Failure::PrerequisiteMissing));
             };
             if depth >= MAX_PREREQUISITE_DEPTH {
-                return Some(Resolution::error(
-                    ErrorCode::General,
-                    "prerequisite chain too deep",
-                ));
+                return Some(Resolution::error(Failure::PrerequisiteTooDeep));
             }
             let r = self.resolve(pre, ctx, depth + 1);
             if r.error.is_some() {
-                return Some(Resolution::error(
-                    ErrorCode::General,
-                    "prerequisite could not be evaluated",
-                ));
+                return Some(Resolution::error(Failure::PrerequisiteBroken));
             }
             if r.variant != Some(p.variant) {
                 return Some(Resolution::served(
@@ -339,10 +360,7 @@ impl FlagSet {
             }
             CServe::Rollout(r) => match bucket_for(r, ctx) {
                 Some(v) => Resolution::served(v, Reason::Split, None),
-                None => Resolution::error(
-                    ErrorCode::TargetingKeyMissing,
-                    "the default rollout's bucketing attribute is missing from the context",
-                ),
+                None => Resolution::error(Failure::TargetingKeyMissing),
             },
         }
     }
@@ -401,20 +419,29 @@ impl FlagSet {
 #[inline(always)]
 fn leaf_matches(c: &CClause, ctx: &Context) -> bool {
     let value = match &c.attr {
-        Attr::TargetingKey => ctx.targeting_key().map(AttrRef::Str),
-        Attr::Named(n) => ctx.get_key(n),
+        Attr::TargetingKey => ctx.targeting_key_fp(),
+        Attr::Named(n) => ctx.get_key_fp(n),
     };
     if let COp::Exists = c.op {
         // Presence alone decides, whatever the value (an empty list is present).
         return value.is_some() != c.negate;
     }
-    let Some(value) = value else {
+    let Some((value, fp)) = value else {
         // A missing attribute never matches, negated or not.
         return false;
     };
-    let hit = match value {
-        AttrRef::List(items) => items.iter().any(|s| op_matches(&c.op, AttrRef::Str(s))),
-        v => op_matches(&c.op, v),
+    let hit = match (&c.op, value) {
+        // The common case: a string in a short list, decided by fingerprints
+        // the context computed once.
+        (
+            COp::In(InSet {
+                strings: StrSet::Small(items),
+                ..
+            }),
+            AttrRef::Str(s),
+        ) => small_set_contains(items, s, &fp),
+        (op, AttrRef::List(items)) => items.iter().any(|s| op_matches(op, AttrRef::Str(s))),
+        (op, v) => op_matches(op, v),
     };
     hit != c.negate
 }
@@ -445,21 +472,23 @@ fn op_matches(op: &COp, v: AttrRef<'_>) -> bool {
 fn in_set(set: &InSet, v: AttrRef<'_>) -> bool {
     match v {
         AttrRef::Str(s) => match &set.strings {
-            StrSet::Small(items) => {
-                let fp = Fingerprint::of(s.as_bytes());
-                for x in items.iter() {
-                    if x.matches(s, &fp) {
-                        return true;
-                    }
-                }
-                false
-            }
+            StrSet::Small(items) => small_set_contains(items, s, &Fingerprint::of(s.as_bytes())),
             StrSet::Hashed(h) => h.contains(s),
         },
         AttrRef::Number(n) => set.numbers.iter().any(|&x| x == n),
         AttrRef::Bool(b) => set.bools[usize::from(b)],
         AttrRef::List(_) => false,
     }
+}
+
+#[inline(always)]
+fn small_set_contains(items: &[Key], s: &str, fp: &Fingerprint) -> bool {
+    for x in items {
+        if x.matches(s, fp) {
+            return true;
+        }
+    }
+    false
 }
 
 fn compare(cmp: Cmp, ord: Option<std::cmp::Ordering>) -> bool {
