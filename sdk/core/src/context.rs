@@ -94,10 +94,33 @@ enum Slot {
     },
 }
 
+/// An attribute found by evaluation, before its text is read.
+#[derive(Clone, Copy)]
+pub(crate) struct Found<'a> {
+    ctx: &'a Context,
+    slot: Slot,
+    /// The fingerprint of a string value.
+    pub(crate) fp: Fingerprint,
+}
+
+impl<'a> Found<'a> {
+    /// True for a string value.
+    #[inline(always)]
+    pub(crate) fn is_str(&self) -> bool {
+        matches!(self.slot, Slot::Str(_))
+    }
+
+    /// The value.
+    #[inline(always)]
+    pub(crate) fn value(&self) -> AttrRef<'a> {
+        self.ctx.view(self.slot)
+    }
+}
+
+/// An attribute's value. Names live in separate arrays so that a lookup
+/// scans a few adjacent fingerprints and then reads one entry.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Entry {
-    fp: Fingerprint,
-    name: Span,
     value: Slot,
     /// Fingerprint of a string value, computed once when it is set.
     value_fp: Fingerprint,
@@ -108,11 +131,16 @@ struct Entry {
 /// JSON form: `{"targeting_key": "user-42", "attributes": {"country": "NL",
 /// "age": 31, "beta": true, "groups": ["a", "b"]}}`.
 #[derive(Clone)]
+#[repr(C)] // the fields evaluation reads first share the first cache lines
 pub struct Context {
-    buf: SmallString<[u8; INLINE_TEXT]>,
     key: Option<Span>,
     key_fp: Fingerprint,
+    /// Fingerprints of the attribute names; `entries[i]` belongs to `names[i]`.
+    names: SmallVec<[Fingerprint; INLINE_ATTRIBUTES]>,
     entries: SmallVec<[Entry; INLINE_ATTRIBUTES]>,
+    buf: SmallString<[u8; INLINE_TEXT]>,
+    /// Where each attribute name is in `buf`.
+    name_spans: SmallVec<[Span; INLINE_ATTRIBUTES]>,
     items: Vec<Span>,
 }
 
@@ -122,7 +150,9 @@ impl Default for Context {
             buf: SmallString::new(),
             key: None,
             key_fp: Fingerprint::of(b""),
+            names: SmallVec::new(),
             entries: SmallVec::new(),
+            name_spans: SmallVec::new(),
             items: Vec::new(),
         }
     }
@@ -155,12 +185,6 @@ impl Context {
     pub fn set_targeting_key(&mut self, key: &str) {
         self.key = Some(self.push_text(key));
         self.key_fp = Fingerprint::of(key.as_bytes());
-    }
-
-    /// The targeting key and its fingerprint.
-    #[inline(always)]
-    pub(crate) fn targeting_key_fp(&self) -> Option<(AttrRef<'_>, Fingerprint)> {
-        self.targeting_key().map(|k| (AttrRef::Str(k), self.key_fp))
     }
 
     /// The targeting key.
@@ -205,14 +229,10 @@ impl Context {
             self.entries[i].value = value;
             self.entries[i].value_fp = value_fp;
         } else {
-            let fp = Fingerprint::of(name.as_bytes());
-            let name = self.push_text(name);
-            self.entries.push(Entry {
-                fp,
-                name,
-                value,
-                value_fp,
-            });
+            self.names.push(Fingerprint::of(name.as_bytes()));
+            let span = self.push_text(name);
+            self.name_spans.push(span);
+            self.entries.push(Entry { value, value_fp });
         }
     }
 
@@ -220,7 +240,9 @@ impl Context {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.key = None;
+        self.names.clear();
         self.entries.clear();
+        self.name_spans.clear();
         self.items.clear();
     }
 
@@ -236,12 +258,15 @@ impl Context {
 
     #[inline(always)]
     fn find(&self, name: &str, fp: &Fingerprint) -> Option<(usize, &Entry)> {
-        for (i, e) in self.entries.iter().enumerate() {
-            if e.fp == *fp
-                && (fp.len <= 16
-                    || bytes_eq(e.name.of(self.buf.as_str()).as_bytes(), name.as_bytes()))
-            {
-                return Some((i, e));
+        for (i, n) in self.names.iter().enumerate() {
+            if n == fp {
+                let long_name_differs = fp.len > 16
+                    && !self.name_spans.get(i).is_some_and(|s| {
+                        bytes_eq(s.of(self.buf.as_str()).as_bytes(), name.as_bytes())
+                    });
+                if !long_name_differs {
+                    return self.entries.get(i).map(|e| (i, e));
+                }
             }
         }
         None
@@ -254,11 +279,27 @@ impl Context {
         Some(self.view(e.value))
     }
 
-    /// An attribute by a compiled name, with the fingerprint of a string value.
+    /// An attribute by a compiled name, unresolved: the caller may decide on
+    /// the fingerprint of a string value without reading its text.
     #[inline(always)]
-    pub(crate) fn get_key_fp(&self, key: &Key) -> Option<(AttrRef<'_>, Fingerprint)> {
+    pub(crate) fn lookup(&self, key: &Key) -> Option<Found<'_>> {
         let (_, e) = self.find(&key.text, &key.fp)?;
-        Some((self.view(e.value), e.value_fp))
+        Some(Found {
+            ctx: self,
+            slot: e.value,
+            fp: e.value_fp,
+        })
+    }
+
+    /// The targeting key, unresolved.
+    #[inline(always)]
+    pub(crate) fn lookup_targeting_key(&self) -> Option<Found<'_>> {
+        let span = self.key?;
+        Some(Found {
+            ctx: self,
+            slot: Slot::Str(span),
+            fp: self.key_fp,
+        })
     }
 
     /// An attribute by name.
@@ -286,9 +327,10 @@ impl Context {
 
     /// All attributes, in the order they were first set.
     pub fn attributes(&self) -> impl Iterator<Item = (&str, AttrRef<'_>)> {
-        self.entries
+        self.name_spans
             .iter()
-            .map(|e| (e.name.of(self.buf.as_str()), self.view(e.value)))
+            .zip(self.entries.iter())
+            .map(|(n, e)| (n.of(self.buf.as_str()), self.view(e.value)))
     }
 
     /// Parses the JSON form.

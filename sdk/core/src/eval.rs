@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::bucket::bucket_for;
 use crate::compile::{Attr, CClause, CFlag, COp, CServe, Cmp, FlagSet, InSet, StrSet};
-use crate::context::{AttrRef, Context};
+use crate::context::{AttrRef, Context, Found};
 use crate::limits::MAX_PREREQUISITE_DEPTH;
 use crate::text::{Fingerprint, Key};
 use crate::time::parse_rfc3339;
@@ -394,12 +394,14 @@ impl FlagSet {
         let Some(seg) = self.segments.get(s as usize) else {
             return false;
         };
-        if let Some(k) = ctx.targeting_key() {
-            if !seg.included.is_empty() && seg.included.contains(k) {
-                return true;
-            }
-            if !seg.excluded.is_empty() && seg.excluded.contains(k) {
-                return false;
+        if !seg.included.is_empty() || !seg.excluded.is_empty() {
+            if let Some(k) = ctx.targeting_key() {
+                if seg.included.contains(k) {
+                    return true;
+                }
+                if seg.excluded.contains(k) {
+                    return false;
+                }
             }
         }
         if seg.clauses.is_empty() {
@@ -418,30 +420,29 @@ impl FlagSet {
 /// recurses).
 #[inline(always)]
 fn leaf_matches(c: &CClause, ctx: &Context) -> bool {
-    let value = match &c.attr {
-        Attr::TargetingKey => ctx.targeting_key_fp(),
-        Attr::Named(n) => ctx.get_key_fp(n),
+    let found = match &c.attr {
+        Attr::TargetingKey => ctx.lookup_targeting_key(),
+        Attr::Named(n) => ctx.lookup(n),
     };
     if let COp::Exists = c.op {
         // Presence alone decides, whatever the value (an empty list is present).
-        return value.is_some() != c.negate;
+        return found.is_some() != c.negate;
     }
-    let Some((value, fp)) = value else {
+    let Some(found) = found else {
         // A missing attribute never matches, negated or not.
         return false;
     };
-    let hit = match (&c.op, value) {
+    let hit = match &c.op {
         // The common case: a string in a short list, decided by fingerprints
-        // the context computed once.
-        (
-            COp::In(InSet {
-                strings: StrSet::Small(items),
-                ..
-            }),
-            AttrRef::Str(s),
-        ) => small_set_contains(items, s, &fp),
-        (op, AttrRef::List(items)) => items.iter().any(|s| op_matches(op, AttrRef::Str(s))),
-        (op, v) => op_matches(op, v),
+        // the context computed once; the text is read only for long values.
+        COp::In(InSet {
+            strings: StrSet::Small(items),
+            ..
+        }) if found.is_str() => small_set_contains(items, &found),
+        op => match found.value() {
+            AttrRef::List(items) => items.iter().any(|s| op_matches(op, AttrRef::Str(s))),
+            v => op_matches(op, v),
+        },
     };
     hit != c.negate
 }
@@ -472,7 +473,10 @@ fn op_matches(op: &COp, v: AttrRef<'_>) -> bool {
 fn in_set(set: &InSet, v: AttrRef<'_>) -> bool {
     match v {
         AttrRef::Str(s) => match &set.strings {
-            StrSet::Small(items) => small_set_contains(items, s, &Fingerprint::of(s.as_bytes())),
+            StrSet::Small(items) => {
+                let fp = Fingerprint::of(s.as_bytes());
+                items.iter().any(|x| x.matches(s, &fp))
+            }
             StrSet::Hashed(h) => h.contains(s),
         },
         AttrRef::Number(n) => set.numbers.iter().any(|&x| x == n),
@@ -482,10 +486,17 @@ fn in_set(set: &InSet, v: AttrRef<'_>) -> bool {
 }
 
 #[inline(always)]
-fn small_set_contains(items: &[Key], s: &str, fp: &Fingerprint) -> bool {
+fn small_set_contains(items: &[Key], found: &Found<'_>) -> bool {
     for x in items {
-        if x.matches(s, fp) {
-            return true;
+        if x.fp == found.fp {
+            if found.fp.len <= 16 {
+                return true;
+            }
+            if let AttrRef::Str(s) = found.value() {
+                if x.matches(s, &found.fp) {
+                    return true;
+                }
+            }
         }
     }
     false
