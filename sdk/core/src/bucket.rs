@@ -49,19 +49,24 @@ fn bucket_text(v: AttrRef<'_>, buf: &mut StackBuf) -> bool {
 /// bucketing attribute is missing or is a list.
 #[inline]
 pub(crate) fn bucket_for(r: &CRollout, ctx: &Context) -> Option<u16> {
-    let value = match &r.bucket_by {
-        Attr::TargetingKey => AttrRef::Str(ctx.targeting_key()?),
-        Attr::Named(n) => ctx.get_key(n)?,
+    let found = match &r.bucket_by {
+        Attr::TargetingKey => ctx.lookup_targeting_key()?,
+        Attr::Named(n) => ctx.lookup(n)?,
     };
     let mut m = r.seed;
-    match value {
-        AttrRef::Str(s) => m.write(s.as_bytes()),
-        other => {
-            let mut buf = StackBuf::new();
-            if !bucket_text(other, &mut buf) {
-                return None;
+    // A short string is rebuilt from its fingerprint, so its text is not read.
+    if let Some(short) = found.is_str().then(|| found.fp.short_bytes()).flatten() {
+        m.write(short.as_slice());
+    } else {
+        match found.value() {
+            AttrRef::Str(s) => m.write(s.as_bytes()),
+            other => {
+                let mut buf = StackBuf::new();
+                if !bucket_text(other, &mut buf) {
+                    return None;
+                }
+                m.write(buf.as_bytes());
             }
-            m.write(buf.as_bytes());
         }
     }
     let h = m.finish();

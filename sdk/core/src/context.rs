@@ -15,7 +15,6 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use smallstr::SmallString;
-use smallvec::SmallVec;
 
 use crate::text::{Fingerprint, Key, bytes_eq};
 
@@ -126,6 +125,102 @@ struct Entry {
     value_fp: Fingerprint,
 }
 
+/// The attribute table: the first [`INLINE_ATTRIBUTES`] attributes inline,
+/// the rest in vectors. Names, values and name positions are kept in
+/// separate arrays so that a lookup scans adjacent name fingerprints and
+/// then reads one value, and the count sits beside them, so a lookup in a
+/// small context reads two or three cache lines.
+#[derive(Clone)]
+#[repr(C)]
+struct Attrs {
+    len: u32,
+    names: [Fingerprint; INLINE_ATTRIBUTES],
+    entries: [Entry; INLINE_ATTRIBUTES],
+    spans: [Span; INLINE_ATTRIBUTES],
+    more_names: Vec<Fingerprint>,
+    more_entries: Vec<Entry>,
+    more_spans: Vec<Span>,
+}
+
+const EMPTY_ENTRY: Entry = Entry {
+    value: Slot::Bool(false),
+    value_fp: Fingerprint::EMPTY,
+};
+const EMPTY_SPAN: Span = Span { start: 0, len: 0 };
+
+impl Attrs {
+    fn new() -> Attrs {
+        Attrs {
+            len: 0,
+            names: [Fingerprint::EMPTY; INLINE_ATTRIBUTES],
+            entries: [EMPTY_ENTRY; INLINE_ATTRIBUTES],
+            spans: [EMPTY_SPAN; INLINE_ATTRIBUTES],
+            more_names: Vec::new(),
+            more_entries: Vec::new(),
+            more_spans: Vec::new(),
+        }
+    }
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn push(&mut self, name: Fingerprint, entry: Entry, span: Span) {
+        let i = self.len();
+        if i < INLINE_ATTRIBUTES {
+            self.names[i] = name;
+            self.entries[i] = entry;
+            self.spans[i] = span;
+        } else {
+            self.more_names.push(name);
+            self.more_entries.push(entry);
+            self.more_spans.push(span);
+        }
+        self.len += 1;
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.more_names.clear();
+        self.more_entries.clear();
+        self.more_spans.clear();
+    }
+
+    /// Name fingerprints in order.
+    #[inline(always)]
+    fn names(&self) -> impl Iterator<Item = &Fingerprint> {
+        let inline = self.len().min(INLINE_ATTRIBUTES);
+        self.names[..inline].iter().chain(self.more_names.iter())
+    }
+
+    #[inline(always)]
+    fn entry(&self, i: usize) -> Option<&Entry> {
+        match i.checked_sub(INLINE_ATTRIBUTES) {
+            None => self.entries[..self.len().min(INLINE_ATTRIBUTES)].get(i),
+            Some(j) => self.more_entries.get(j),
+        }
+    }
+
+    fn entry_mut(&mut self, i: usize) -> Option<&mut Entry> {
+        let inline = self.len().min(INLINE_ATTRIBUTES);
+        match i.checked_sub(INLINE_ATTRIBUTES) {
+            None => self.entries[..inline].get_mut(i),
+            Some(j) => self.more_entries.get_mut(j),
+        }
+    }
+
+    #[inline]
+    fn span(&self, i: usize) -> Option<Span> {
+        match i.checked_sub(INLINE_ATTRIBUTES) {
+            None => self.spans[..self.len().min(INLINE_ATTRIBUTES)]
+                .get(i)
+                .copied(),
+            Some(j) => self.more_spans.get(j).copied(),
+        }
+    }
+}
+
 /// Who or what a flag is evaluated for.
 ///
 /// JSON form: `{"targeting_key": "user-42", "attributes": {"country": "NL",
@@ -135,12 +230,8 @@ struct Entry {
 pub struct Context {
     key: Option<Span>,
     key_fp: Fingerprint,
-    /// Fingerprints of the attribute names; `entries[i]` belongs to `names[i]`.
-    names: SmallVec<[Fingerprint; INLINE_ATTRIBUTES]>,
-    entries: SmallVec<[Entry; INLINE_ATTRIBUTES]>,
+    attrs: Attrs,
     buf: SmallString<[u8; INLINE_TEXT]>,
-    /// Where each attribute name is in `buf`.
-    name_spans: SmallVec<[Span; INLINE_ATTRIBUTES]>,
     items: Vec<Span>,
 }
 
@@ -150,9 +241,7 @@ impl Default for Context {
             buf: SmallString::new(),
             key: None,
             key_fp: Fingerprint::of(b""),
-            names: SmallVec::new(),
-            entries: SmallVec::new(),
-            name_spans: SmallVec::new(),
+            attrs: Attrs::new(),
             items: Vec::new(),
         }
     }
@@ -226,13 +315,13 @@ impl Context {
 
     fn put(&mut self, name: &str, value: Slot, value_fp: Fingerprint) {
         if let Some(i) = self.position(name) {
-            self.entries[i].value = value;
-            self.entries[i].value_fp = value_fp;
+            if let Some(e) = self.attrs.entry_mut(i) {
+                *e = Entry { value, value_fp };
+            }
         } else {
-            self.names.push(Fingerprint::of(name.as_bytes()));
+            let fp = Fingerprint::of(name.as_bytes());
             let span = self.push_text(name);
-            self.name_spans.push(span);
-            self.entries.push(Entry { value, value_fp });
+            self.attrs.push(fp, Entry { value, value_fp }, span);
         }
     }
 
@@ -240,9 +329,7 @@ impl Context {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.key = None;
-        self.names.clear();
-        self.entries.clear();
-        self.name_spans.clear();
+        self.attrs.clear();
         self.items.clear();
     }
 
@@ -258,25 +345,18 @@ impl Context {
 
     #[inline(always)]
     fn find(&self, name: &str, fp: &Fingerprint) -> Option<(usize, &Entry)> {
-        for (i, n) in self.names.iter().enumerate() {
+        for (i, n) in self.attrs.names().enumerate() {
             if n == fp {
                 let long_name_differs = fp.len > 16
-                    && !self.name_spans.get(i).is_some_and(|s| {
+                    && !self.attrs.span(i).is_some_and(|s| {
                         bytes_eq(s.of(self.buf.as_str()).as_bytes(), name.as_bytes())
                     });
                 if !long_name_differs {
-                    return self.entries.get(i).map(|e| (i, e));
+                    return self.attrs.entry(i).map(|e| (i, e));
                 }
             }
         }
         None
-    }
-
-    /// An attribute by a compiled name.
-    #[inline(always)]
-    pub(crate) fn get_key(&self, key: &Key) -> Option<AttrRef<'_>> {
-        let (_, e) = self.find(&key.text, &key.fp)?;
-        Some(self.view(e.value))
     }
 
     /// An attribute by a compiled name, unresolved: the caller may decide on
@@ -306,7 +386,7 @@ impl Context {
     #[inline]
     pub fn get(&self, name: &str) -> Option<AttrRef<'_>> {
         let i = self.position(name)?;
-        Some(self.view(self.entries[i].value))
+        Some(self.view(self.attrs.entry(i)?.value))
     }
 
     #[inline(always)]
@@ -327,10 +407,10 @@ impl Context {
 
     /// All attributes, in the order they were first set.
     pub fn attributes(&self) -> impl Iterator<Item = (&str, AttrRef<'_>)> {
-        self.name_spans
-            .iter()
-            .zip(self.entries.iter())
-            .map(|(n, e)| (n.of(self.buf.as_str()), self.view(e.value)))
+        (0..self.attrs.len()).filter_map(move |i| {
+            let name = self.attrs.span(i)?.of(self.buf.as_str());
+            Some((name, self.view(self.attrs.entry(i)?.value)))
+        })
     }
 
     /// Parses the JSON form.
@@ -356,7 +436,7 @@ impl PartialEq for AttrRef<'_> {
 impl PartialEq for Context {
     fn eq(&self, other: &Self) -> bool {
         self.targeting_key() == other.targeting_key()
-            && self.entries.len() == other.entries.len()
+            && self.attrs.len() == other.attrs.len()
             && self.attributes().all(|(k, v)| other.get(k) == Some(v))
     }
 }
@@ -380,7 +460,7 @@ impl fmt::Debug for Attributes<'_> {
 
 impl Serialize for Attributes<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.entries.len()))?;
+        let mut map = s.serialize_map(Some(self.0.attrs.len()))?;
         for (name, value) in self.0.attributes() {
             match value {
                 AttrRef::Bool(b) => map.serialize_entry(name, &b)?,

@@ -66,6 +66,13 @@ impl PartialEq for Fingerprint {
 }
 
 impl Fingerprint {
+    /// The fingerprint of "".
+    pub(crate) const EMPTY: Fingerprint = Fingerprint {
+        head: 0,
+        tail: 0,
+        len: 0,
+    };
+
     #[inline]
     pub(crate) fn of(s: &[u8]) -> Fingerprint {
         let n = s.len();
@@ -79,10 +86,43 @@ impl Fingerprint {
         Fingerprint { head, tail, len: n }
     }
 
+    /// The bytes of a string of at most 16 bytes, rebuilt from the
+    /// fingerprint alone.
+    #[inline(always)]
+    pub(crate) fn short_bytes(&self) -> Option<ShortBytes> {
+        if self.len > 16 {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.head.to_le_bytes());
+        if self.len > 8 {
+            // tail holds bytes len-8..len; bytes 8..len are its last len-8.
+            let tail = self.tail.to_le_bytes();
+            bytes[8..self.len].copy_from_slice(&tail[16 - self.len..]);
+        }
+        Some(ShortBytes {
+            bytes,
+            len: self.len,
+        })
+    }
+
     /// True when the fingerprints decide equality without the bytes.
     #[inline]
     fn complete(&self) -> bool {
         self.len <= 16
+    }
+}
+
+/// Up to 16 bytes on the stack.
+pub(crate) struct ShortBytes {
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl ShortBytes {
+    #[inline(always)]
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len.min(16)]
     }
 }
 
@@ -245,6 +285,18 @@ mod tests {
                     k == s,
                     "{k:?} {s:?}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn short_bytes_rebuild_the_string() {
+        for n in 0..=20 {
+            let s: String = (0..n).map(|i| char::from(b'a' + i as u8)).collect();
+            let fp = Fingerprint::of(s.as_bytes());
+            match fp.short_bytes() {
+                Some(b) => assert_eq!(b.as_slice(), s.as_bytes(), "{s}"),
+                None => assert!(n > 16),
             }
         }
     }
