@@ -69,7 +69,13 @@ cmd_run() {
 cmd_test() {
   ensure_build_deps
   log "running the test suite"
-  cargo test --workspace --locked
+  local out status=0
+  out=$(mktemp)
+  if cargo test --workspace --locked 2>&1 | tee "$out"; then status=0; else status=$?; fi
+  # One closing line for the whole workspace (cargo prints one per test binary).
+  awk '/^test result:/ { p += $4; f += $6 } END { printf "summary: %d passed, %d failed\n", p, f }' "$out"
+  rm -f "$out"
+  return "$status"
 }
 
 case "${1:-}" in
