@@ -479,7 +479,7 @@ fn in_set(set: &InSet, v: AttrRef<'_>) -> bool {
             }
             StrSet::Hashed(h) => h.contains(s),
         },
-        AttrRef::Number(n) => set.numbers.iter().any(|&x| x == n),
+        AttrRef::Number(n) => set.numbers.contains(&n),
         AttrRef::Bool(b) => set.bools[usize::from(b)],
         AttrRef::List(_) => false,
     }

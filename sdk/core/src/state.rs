@@ -457,21 +457,8 @@ impl EnvState {
     ) -> Result<Outcome, CommandError> {
         let mut flag = flag.content();
         flag.normalize();
-        let existing = self.draft_flags.get(&flag.key);
-        check_revision(&flag.key, expected, existing.map_or(0, |d| d.item.version))?;
-        if let Some(d) = existing {
-            if d.item.content() == flag {
-                return Ok(Outcome {
-                    revision: Some(d.item.version),
-                    ..self.outcome()
-                });
-            }
-        }
-        if existing.is_none() && self.draft_flags.len() >= MAX_FLAGS {
-            return Err(invalid(
-                "/key",
-                format!("the environment already has {MAX_FLAGS} flags"),
-            ));
+        if let Some(unchanged) = precheck(&self.draft_flags, &flag, expected, MAX_FLAGS, "flags")? {
+            return Ok(self.saved(unchanged));
         }
         let mut issues = validate_flag(&flag, &|k| self.draft_segments.contains_key(k), &|k| {
             self.draft_flags
@@ -503,42 +490,22 @@ impl EnvState {
         }
         ValidationError::check(issues)?;
         let rev = self.next_revision();
-        flag.version = rev;
-        self.draft_flags.insert(
-            flag.key.clone(),
-            Draft {
-                item: flag,
-                updated_at_ms: at,
-                updated_by: who.to_owned(),
-            },
-        );
-        Ok(Outcome {
-            revision: Some(rev),
-            ..self.outcome()
-        })
+        store(&mut self.draft_flags, flag, rev, at, who);
+        Ok(self.saved(rev))
     }
 
     fn delete_flag(&mut self, key: &str, expected: Option<u64>) -> Result<Outcome, CommandError> {
-        let Some(d) = self.draft_flags.get(key) else {
-            return Err(CommandError::FlagNotFound {
-                env: self.key.clone(),
-                key: key.to_owned(),
-            });
-        };
-        check_revision(key, expected, d.item.version)?;
-        let used_by: Vec<String> = self
+        let used_by = self
             .draft_flags
             .values()
             .filter(|d| d.item.prerequisites.iter().any(|p| p.flag == key))
             .map(|d| d.item.key.clone())
             .collect();
-        if !used_by.is_empty() {
-            return Err(CommandError::InUse {
-                key: key.to_owned(),
-                used_by,
-            });
-        }
-        self.draft_flags.remove(key);
+        let missing = CommandError::FlagNotFound {
+            env: self.key.clone(),
+            key: key.to_owned(),
+        };
+        remove(&mut self.draft_flags, key, expected, used_by, missing)?;
         Ok(self.outcome())
     }
 
@@ -549,42 +516,20 @@ impl EnvState {
         at: i64,
         who: &str,
     ) -> Result<Outcome, CommandError> {
-        let mut segment = segment.content();
-        let existing = self.draft_segments.get(&segment.key);
-        check_revision(
-            &segment.key,
+        let segment = segment.content();
+        if let Some(unchanged) = precheck(
+            &self.draft_segments,
+            &segment,
             expected,
-            existing.map_or(0, |d| d.item.version),
-        )?;
-        if let Some(d) = existing {
-            if d.item.content() == segment {
-                return Ok(Outcome {
-                    revision: Some(d.item.version),
-                    ..self.outcome()
-                });
-            }
-        }
-        if existing.is_none() && self.draft_segments.len() >= MAX_SEGMENTS {
-            return Err(invalid(
-                "/key",
-                format!("the environment already has {MAX_SEGMENTS} segments"),
-            ));
+            MAX_SEGMENTS,
+            "segments",
+        )? {
+            return Ok(self.saved(unchanged));
         }
         ValidationError::check(validate_segment(&segment))?;
         let rev = self.next_revision();
-        segment.version = rev;
-        self.draft_segments.insert(
-            segment.key.clone(),
-            Draft {
-                item: segment,
-                updated_at_ms: at,
-                updated_by: who.to_owned(),
-            },
-        );
-        Ok(Outcome {
-            revision: Some(rev),
-            ..self.outcome()
-        })
+        store(&mut self.draft_segments, segment, rev, at, who);
+        Ok(self.saved(rev))
     }
 
     fn delete_segment(
@@ -592,27 +537,26 @@ impl EnvState {
         key: &str,
         expected: Option<u64>,
     ) -> Result<Outcome, CommandError> {
-        let Some(d) = self.draft_segments.get(key) else {
-            return Err(CommandError::SegmentNotFound {
-                env: self.key.clone(),
-                key: key.to_owned(),
-            });
-        };
-        check_revision(key, expected, d.item.version)?;
-        let used_by: Vec<String> = self
+        let used_by = self
             .draft_flags
             .values()
             .filter(|d| segment_refs(&d.item).any(|s| s == key))
             .map(|d| d.item.key.clone())
             .collect();
-        if !used_by.is_empty() {
-            return Err(CommandError::InUse {
-                key: key.to_owned(),
-                used_by,
-            });
-        }
-        self.draft_segments.remove(key);
+        let missing = CommandError::SegmentNotFound {
+            env: self.key.clone(),
+            key: key.to_owned(),
+        };
+        remove(&mut self.draft_segments, key, expected, used_by, missing)?;
         Ok(self.outcome())
+    }
+
+    /// The outcome of a draft write at revision `rev`.
+    fn saved(&self, rev: u64) -> Outcome {
+        Outcome {
+            revision: Some(rev),
+            ..self.outcome()
+        }
     }
 
     fn publish(
@@ -888,6 +832,113 @@ impl EnvState {
             who,
         )
     }
+}
+
+/// A flag or segment as kept in the drafts.
+trait DraftItem: Clone + PartialEq {
+    fn key(&self) -> &str;
+    fn revision(&self) -> u64;
+    fn set_revision(&mut self, rev: u64);
+    /// The item without the fields the control plane sets.
+    fn content(&self) -> Self;
+}
+
+impl DraftItem for Flag {
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn revision(&self) -> u64 {
+        self.version
+    }
+    fn set_revision(&mut self, rev: u64) {
+        self.version = rev;
+    }
+    fn content(&self) -> Self {
+        Flag::content(self)
+    }
+}
+
+impl DraftItem for Segment {
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn revision(&self) -> u64 {
+        self.version
+    }
+    fn set_revision(&mut self, rev: u64) {
+        self.version = rev;
+    }
+    fn content(&self) -> Self {
+        Segment::content(self)
+    }
+}
+
+/// Checks a draft write: the expected revision, and the per-environment
+/// count for a new key. `Some(rev)` when the item equals the draft at `rev`,
+/// so nothing needs writing.
+fn precheck<T: DraftItem>(
+    drafts: &BTreeMap<String, Draft<T>>,
+    item: &T,
+    expected: Option<u64>,
+    limit: usize,
+    what: &str,
+) -> Result<Option<u64>, CommandError> {
+    let existing = drafts.get(item.key());
+    check_revision(
+        item.key(),
+        expected,
+        existing.map_or(0, |d| d.item.revision()),
+    )?;
+    match existing {
+        Some(d) if d.item.content() == *item => Ok(Some(d.item.revision())),
+        Some(_) => Ok(None),
+        None if drafts.len() >= limit => Err(invalid(
+            "/key",
+            format!("the environment already has {limit} {what}"),
+        )),
+        None => Ok(None),
+    }
+}
+
+fn store<T: DraftItem>(
+    drafts: &mut BTreeMap<String, Draft<T>>,
+    mut item: T,
+    rev: u64,
+    at: i64,
+    who: &str,
+) {
+    item.set_revision(rev);
+    drafts.insert(
+        item.key().to_owned(),
+        Draft {
+            item,
+            updated_at_ms: at,
+            updated_by: who.to_owned(),
+        },
+    );
+}
+
+/// Deletes a draft unless its revision differs from `expected` or other
+/// drafts use it.
+fn remove<T: DraftItem>(
+    drafts: &mut BTreeMap<String, Draft<T>>,
+    key: &str,
+    expected: Option<u64>,
+    used_by: Vec<String>,
+    missing: CommandError,
+) -> Result<(), CommandError> {
+    let Some(d) = drafts.get(key) else {
+        return Err(missing);
+    };
+    check_revision(key, expected, d.item.revision())?;
+    if !used_by.is_empty() {
+        return Err(CommandError::InUse {
+            key: key.to_owned(),
+            used_by,
+        });
+    }
+    drafts.remove(key);
+    Ok(())
 }
 
 fn changed_keys(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Vec<String> {

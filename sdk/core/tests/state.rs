@@ -205,6 +205,42 @@ fn drafts_and_optimistic_concurrency() {
 }
 
 #[test]
+fn environments_hold_at_most_1000_segments() {
+    let mut h = Harness::new();
+    for i in 0..1000 {
+        let seg: Segment =
+            serde_json::from_value(json!({"key": format!("s{i}"), "included": ["u"]})).unwrap();
+        h.ok(Command::UpsertSegment {
+            env: "prod".into(),
+            segment: seg,
+            expected_revision: None,
+        });
+    }
+    let one_more: Segment = serde_json::from_value(json!({"key": "s1000"})).unwrap();
+    let err = h
+        .run(Command::UpsertSegment {
+            env: "prod".into(),
+            segment: one_more,
+            expected_revision: None,
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, CommandError::Invalid(v) if v.issues[0].message.contains("already has 1000 segments")),
+        "{err}"
+    );
+    // Replacing an existing one is still allowed.
+    let again: Segment = serde_json::from_value(json!({"key": "s7", "included": ["v"]})).unwrap();
+    assert!(
+        h.run(Command::UpsertSegment {
+            env: "prod".into(),
+            segment: again,
+            expected_revision: None
+        })
+        .is_ok()
+    );
+}
+
+#[test]
 fn references_are_kept_intact() {
     let mut h = Harness::new();
     let seg: Segment = serde_json::from_value(json!({"key": "beta", "included": ["u1"]})).unwrap();
