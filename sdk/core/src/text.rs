@@ -96,9 +96,10 @@ impl Fingerprint {
         let mut bytes = [0u8; 16];
         bytes[..8].copy_from_slice(&self.head.to_le_bytes());
         if self.len > 8 {
-            // tail holds bytes len-8..len; bytes 8..len are its last len-8.
-            let tail = self.tail.to_le_bytes();
-            bytes[8..self.len].copy_from_slice(&tail[16 - self.len..]);
+            // tail holds bytes len-8..len; bytes 8..len are its last len-8,
+            // which a shift brings down (fixed-size copies, no memcpy call).
+            let rest = self.tail >> (8 * (16 - self.len));
+            bytes[8..].copy_from_slice(&rest.to_le_bytes());
         }
         Some(ShortBytes {
             bytes,
