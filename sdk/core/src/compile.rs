@@ -200,7 +200,6 @@ impl FlagSet {
         let mut seg_index: AHashMap<&str, u32> = AHashMap::new();
         for (i, s) in segments.iter().enumerate() {
             if seg_index.insert(s.key.as_str(), i as u32).is_some() {
-                let _ = i;
                 issues.push(Issue::new(
                     format!("/segments/{}/key", s.key),
                     "duplicate segment key",
@@ -210,7 +209,6 @@ impl FlagSet {
         let mut flag_index: AHashMap<&str, u32> = AHashMap::new();
         for (i, f) in flags.iter().enumerate() {
             if flag_index.insert(f.key.as_str(), i as u32).is_some() {
-                let _ = i;
                 issues.push(Issue::new(
                     format!("/flags/{}/key", f.key),
                     "duplicate flag key",
