@@ -62,6 +62,24 @@ fn clauses(strategy: &Value) -> Vec<Clause> {
     out
 }
 
+/// The strategy's constraints plus `attribute in <comma-separated parameter>`.
+fn list_clause(strategy: &Value, parameter: &str, attribute: &str) -> Vec<Clause> {
+    let values: Vec<Value> = strategy["parameters"][parameter]
+        .as_str()
+        .unwrap_or("")
+        .split(',')
+        .map(|v| json!(v.trim()))
+        .collect();
+    let mut out = clauses(strategy);
+    out.push(Clause {
+        attribute: attribute.into(),
+        operator: Operator::In,
+        values,
+        negate: false,
+    });
+    out
+}
+
 fn bucket_by(stickiness: Option<&str>) -> Option<String> {
     match stickiness {
         None | Some("default") | Some("userId") => None,
@@ -226,38 +244,14 @@ fn feature(f: &Value) -> Flag {
                 };
                 (clauses(s), serve)
             }
-            "userWithId" => {
-                let ids: Vec<Value> = params["userIds"]
-                    .as_str()
-                    .unwrap_or("")
-                    .split(',')
-                    .map(|u| json!(u.trim()))
-                    .collect();
-                let mut cs = clauses(s);
-                cs.push(Clause {
-                    attribute: "targeting_key".into(),
-                    operator: Operator::In,
-                    values: ids,
-                    negate: false,
-                });
-                (cs, on.clone().unwrap_or(Serve::Variant("off".into())))
-            }
-            "remoteAddress" => {
-                let ips: Vec<Value> = params["IPs"]
-                    .as_str()
-                    .unwrap_or("")
-                    .split(',')
-                    .map(|u| json!(u.trim()))
-                    .collect();
-                let mut cs = clauses(s);
-                cs.push(Clause {
-                    attribute: "remote_address".into(),
-                    operator: Operator::In,
-                    values: ips,
-                    negate: false,
-                });
-                (cs, on.clone().unwrap_or(Serve::Variant("off".into())))
-            }
+            "userWithId" => (
+                list_clause(s, "userIds", "targeting_key"),
+                on.clone().unwrap_or(Serve::Variant("off".into())),
+            ),
+            "remoteAddress" => (
+                list_clause(s, "IPs", "remote_address"),
+                on.clone().unwrap_or(Serve::Variant("off".into())),
+            ),
             other => panic!("strategy {other} is not translated"),
         };
         flag.rules.push(Rule {
