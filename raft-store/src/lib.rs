@@ -1,11 +1,30 @@
-//! pulseplane-raft-store: Raft log and state-machine storage.
+//! pulseplane-raft-store: Raft log and state-machine storage over RocksDB.
 //!
-//! The replicated commands and the state they drive live in
-//! [`pulseplane_core::command`] and [`pulseplane_core::state`]; this crate
-//! persists them.
+//! One RocksDB database with three column families: `logs` (entries by
+//! big-endian index), `meta` (vote, committed id, last purged id) and `sm`
+//! (the applied state, its last-applied log id and membership, and the
+//! current snapshot). openraft's generics stop here and in the node's raft
+//! module.
+//!
+//! Durability: an append's flush callback fires only after the write, synced
+//! to the WAL, has returned; a vote is synced before `save_vote` returns; the
+//! state machine writes its state, last-applied id and membership in one
+//! synced batch, so a restarted node never serves older state than it served
+//! before it stopped.
 //!
 //! Layout:
-//! - re-exports of the replicated command and state types
+//! - `config`: the openraft `TypeConfig` and the apply response
+//! - `db`: opening the database and its column families
+//! - `log_store`: [`LogStore`], the `RaftLogStorage` implementation
+//! - `state_machine`: [`StateMachineStore`], the `RaftStateMachine` implementation
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub use pulseplane_core::{CommandEnvelope, State};
+pub mod config;
+pub mod db;
+pub mod log_store;
+pub mod state_machine;
+
+pub use config::{ApplyResult, NodeId, TypeConfig};
+pub use db::{StoreError, open};
+pub use log_store::LogStore;
+pub use state_machine::StateMachineStore;

@@ -1,0 +1,47 @@
+//! Opening the database: one RocksDB instance, three column families.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rocksdb::{ColumnFamilyDescriptor, DB, Options};
+
+use crate::log_store::LogStore;
+use crate::state_machine::StateMachineStore;
+
+pub(crate) const CF_LOGS: &str = "logs";
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_SM: &str = "sm";
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// Opens (creating when missing) the store at `path` and returns its log
+/// store and state machine, which share the database.
+pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    let cfs = [CF_LOGS, CF_META, CF_SM]
+        .into_iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
+    let sm = StateMachineStore::load(db.clone())?;
+    Ok((LogStore::new(db), sm))
+}
+
+/// `index` as an 8-byte big-endian key, so keys sort by index.
+pub(crate) fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// The index of a `logs` key.
+pub(crate) fn key_index(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}

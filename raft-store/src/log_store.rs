@@ -1,0 +1,236 @@
+//! The Raft log over RocksDB: entries in `logs`, vote and bookkeeping in
+//! `meta`. Appends, votes, truncations and purges are written with a synced
+//! WAL before they are acknowledged.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote,
+};
+use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::config::{NodeId, TypeConfig};
+use crate::db::{CF_LOGS, CF_META, index_key, key_index};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+/// The log store; clones share the database and serve as log readers.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+}
+
+type StoreResult<T> = Result<T, StorageError<NodeId>>;
+
+fn synced() -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    wo
+}
+
+fn missing_cf(name: &str) -> AnyError {
+    AnyError::error(format!("column family {name} is missing"))
+}
+
+fn io_read(e: impl Into<AnyError>) -> StorageError<NodeId> {
+    StorageIOError::read_logs(e).into()
+}
+
+fn io_write(e: impl Into<AnyError>) -> StorageError<NodeId> {
+    StorageIOError::write_logs(e).into()
+}
+
+impl LogStore {
+    pub(crate) fn new(db: Arc<DB>) -> LogStore {
+        LogStore { db }
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, AnyError> {
+        let cf = self
+            .db
+            .cf_handle(CF_META)
+            .ok_or_else(|| missing_cf(CF_META))?;
+        match self.db.get_cf(&cf, key).map_err(|e| AnyError::new(&e))? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| AnyError::new(&e)),
+        }
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &[u8], value: &T, sync: bool) -> Result<(), AnyError> {
+        let cf = self
+            .db
+            .cf_handle(CF_META)
+            .ok_or_else(|| missing_cf(CF_META))?;
+        let bytes = serde_json::to_vec(value).map_err(|e| AnyError::new(&e))?;
+        let wo = if sync {
+            synced()
+        } else {
+            WriteOptions::default()
+        };
+        self.db
+            .put_cf_opt(&cf, key, bytes, &wo)
+            .map_err(|e| AnyError::new(&e))
+    }
+
+    fn last_entry_id(&self) -> Result<Option<LogId<NodeId>>, AnyError> {
+        let cf = self
+            .db
+            .cf_handle(CF_LOGS)
+            .ok_or_else(|| missing_cf(CF_LOGS))?;
+        let mut iter = self.db.iterator_cf(&cf, IteratorMode::End);
+        match iter.next() {
+            None => Ok(None),
+            Some(item) => {
+                let (_, value) = item.map_err(|e| AnyError::new(&e))?;
+                let entry: Entry<TypeConfig> =
+                    serde_json::from_slice(&value).map_err(|e| AnyError::new(&e))?;
+                Ok(Some(entry.log_id))
+            }
+        }
+    }
+
+    /// Writes `batch` to the WAL and syncs it.
+    fn write_synced(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
+        self.db.write_opt(batch, &synced())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StoreResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let cf = self
+            .db
+            .cf_handle(CF_LOGS)
+            .ok_or_else(|| io_read(missing_cf(CF_LOGS)))?;
+        let from = index_key(start);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&from, Direction::Forward))
+        {
+            let (key, value) = item.map_err(|e| io_read(&e))?;
+            let Some(index) = key_index(&key) else {
+                return Err(io_read(AnyError::error("malformed log key")));
+            };
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: Entry<TypeConfig> =
+                serde_json::from_slice(&value).map_err(|e| io_read(&e))?;
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> StoreResult<LogState<TypeConfig>> {
+        let last_purged_log_id: Option<LogId<NodeId>> =
+            self.get_meta(KEY_LAST_PURGED).map_err(io_read)?;
+        let last_log_id = self
+            .last_entry_id()
+            .map_err(io_read)?
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
+        self.put_meta(KEY_VOTE, vote, true)
+            .map_err(|e| StorageIOError::write_vote(e).into())
+    }
+
+    async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
+        self.get_meta(KEY_VOTE)
+            .map_err(|e| StorageIOError::read_vote(e).into())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
+        self.put_meta(KEY_COMMITTED, &committed, false)
+            .map_err(io_write)
+    }
+
+    async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
+        Ok(self
+            .get_meta::<Option<LogId<NodeId>>>(KEY_COMMITTED)
+            .map_err(io_read)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StoreResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let cf = self
+            .db
+            .cf_handle(CF_LOGS)
+            .ok_or_else(|| io_write(missing_cf(CF_LOGS)))?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            let bytes = serde_json::to_vec(&entry).map_err(|e| io_write(&e))?;
+            batch.put_cf(&cf, index_key(entry.log_id.index), bytes);
+        }
+        // The callback fires only once the entries are in the synced WAL.
+        match self.write_synced(batch) {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(io::Error::other(e.to_string())));
+                Err(io_write(&e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
+        let cf = self
+            .db
+            .cf_handle(CF_LOGS)
+            .ok_or_else(|| io_write(missing_cf(CF_LOGS)))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(&cf, index_key(log_id.index), index_key(u64::MAX));
+        batch.delete_cf(&cf, index_key(u64::MAX));
+        self.write_synced(batch).map_err(|e| io_write(&e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
+        // Record the purge point first: a crash between the two writes leaves
+        // entries that are already covered, never a gap.
+        self.put_meta(KEY_LAST_PURGED, &log_id, true)
+            .map_err(io_write)?;
+        let cf = self
+            .db
+            .cf_handle(CF_LOGS)
+            .ok_or_else(|| io_write(missing_cf(CF_LOGS)))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(&cf, index_key(0), index_key(log_id.index.saturating_add(1)));
+        self.write_synced(batch).map_err(|e| io_write(&e))
+    }
+}
