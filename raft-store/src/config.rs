@@ -1,5 +1,6 @@
-//! The openraft type configuration: replicated requests are
-//! [`CommandEnvelope`]s, responses are their outcomes.
+//! The openraft type configuration: a replicated entry is a [`Proposal`], a
+//! batch of [`CommandEnvelope`]s coalesced by the leader, and its response
+//! holds one result per command.
 
 use std::io::Cursor;
 
@@ -9,17 +10,33 @@ use serde::{Deserialize, Serialize};
 /// A node's id in the cluster.
 pub type NodeId = u64;
 
-/// What applying one log entry produced: the command's result, or nothing
-/// for blank and membership entries.
+/// The payload of one normal log entry: commands applied in order. Batching
+/// concurrent writes into one entry amortises the log fsync.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub commands: Vec<CommandEnvelope>,
+}
+
+impl Proposal {
+    /// A proposal of one command.
+    pub fn one(command: CommandEnvelope) -> Proposal {
+        Proposal {
+            commands: vec![command],
+        }
+    }
+}
+
+/// What applying one log entry produced: one result per command of the
+/// proposal, in order; empty for blank and membership entries.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ApplyResult {
-    pub result: Option<Result<Outcome, CommandError>>,
+    pub results: Vec<Result<Outcome, CommandError>>,
 }
 
 openraft::declare_raft_types!(
     /// Pulseplane's Raft types.
     pub TypeConfig:
-        D = CommandEnvelope,
+        D = Proposal,
         R = ApplyResult,
         NodeId = NodeId,
         Node = openraft::BasicNode,

@@ -3,7 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use openraft::Entry;
 use rocksdb::{ColumnFamilyDescriptor, DB, Options};
+
+use crate::config::TypeConfig;
 
 use crate::log_store::LogStore;
 use crate::state_machine::StateMachineStore;
@@ -19,6 +22,8 @@ pub enum StoreError {
     Rocks(#[from] rocksdb::Error),
     #[error("stored data is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("cannot rebuild the applied state: {0}")]
+    Replay(String),
 }
 
 /// Opens (creating when missing) the store at `path` and returns its log
@@ -44,4 +49,14 @@ pub(crate) fn index_key(index: u64) -> [u8; 8] {
 pub(crate) fn key_index(key: &[u8]) -> Option<u64> {
     let bytes: [u8; 8] = key.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
+}
+
+/// Encodes a log entry as stored in `logs`.
+pub(crate) fn encode_entry(entry: &Entry<TypeConfig>) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(entry)
+}
+
+/// Decodes a log entry stored in `logs`.
+pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }

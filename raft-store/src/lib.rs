@@ -2,15 +2,16 @@
 //!
 //! One RocksDB database with three column families: `logs` (entries by
 //! big-endian index), `meta` (vote, committed id, last purged id) and `sm`
-//! (the applied state, its last-applied log id and membership, and the
-//! current snapshot). openraft's generics stop here and in the node's raft
+//! (the current snapshot, which is the state machine's checkpoint, and the
+//! last-applied log id and membership). openraft's generics stop here and in the node's raft
 //! module.
 //!
 //! Durability: an append's flush callback fires only after the write, synced
 //! to the WAL, has returned; a vote is synced before `save_vote` returns; the
-//! state machine writes its state, last-applied id and membership in one
+//! state machine writes its last-applied id and membership in one
 //! synced batch, so a restarted node never serves older state than it served
-//! before it stopped.
+//! before it stopped: on open it loads the checkpoint and replays the log up
+//! to the persisted last-applied id.
 //!
 //! Layout:
 //! - `config`: the openraft `TypeConfig` and the apply response
@@ -24,7 +25,7 @@ pub mod db;
 pub mod log_store;
 pub mod state_machine;
 
-pub use config::{ApplyResult, NodeId, TypeConfig};
+pub use config::{ApplyResult, NodeId, Proposal, TypeConfig};
 pub use db::{StoreError, open};
 pub use log_store::LogStore;
 pub use state_machine::StateMachineStore;

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::config::{NodeId, TypeConfig};
-use crate::db::{CF_LOGS, CF_META, index_key, key_index};
+use crate::db::{CF_LOGS, CF_META, decode_entry, encode_entry, index_key, key_index};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -92,8 +92,7 @@ impl LogStore {
             None => Ok(None),
             Some(item) => {
                 let (_, value) = item.map_err(|e| AnyError::new(&e))?;
-                let entry: Entry<TypeConfig> =
-                    serde_json::from_slice(&value).map_err(|e| AnyError::new(&e))?;
+                let entry = decode_entry(&value).map_err(|e| AnyError::new(&e))?;
                 Ok(Some(entry.log_id))
             }
         }
@@ -132,8 +131,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&index) {
                 break;
             }
-            let entry: Entry<TypeConfig> =
-                serde_json::from_slice(&value).map_err(|e| io_read(&e))?;
+            let entry = decode_entry(&value).map_err(|e| io_read(&e))?;
             out.push(entry);
         }
         Ok(out)
@@ -193,7 +191,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .ok_or_else(|| io_write(missing_cf(CF_LOGS)))?;
         let mut batch = WriteBatch::default();
         for entry in entries {
-            let bytes = serde_json::to_vec(&entry).map_err(|e| io_write(&e))?;
+            let bytes = encode_entry(&entry).map_err(|e| io_write(&e))?;
             batch.put_cf(&cf, index_key(entry.log_id.index), bytes);
         }
         // The callback fires only once the entries are in the synced WAL.

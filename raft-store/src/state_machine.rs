@@ -1,9 +1,18 @@
-//! The state machine: [`State`] applied from the log, persisted in the `sm`
-//! column family together with its last-applied log id and membership in one
-//! synced write batch per applied batch of entries.
+//! The state machine: [`State`] applied from the log.
+//!
+//! Persistence is a checkpoint plus the log. The checkpoint is the current
+//! snapshot (the whole state, written when a snapshot is built or
+//! installed); every applied batch then writes only its last-applied log id
+//! and membership, in one synced write batch, before the call returns and
+//! while readers are held off. On open, the store loads the checkpoint and
+//! replays the log entries after it up to the persisted last-applied id.
+//! Log entries are never purged past the checkpoint, because openraft purges
+//! only up to a snapshot, and every snapshot is the checkpoint. So each apply
+//! costs one small write however large the state grows, and a restarted node
+//! never serves state older than it served before it stopped.
 
 use std::io::Cursor;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -11,13 +20,13 @@ use openraft::{
     SnapshotMeta, StorageError, StorageIOError, StoredMembership,
 };
 use pulseplane_core::State;
-use rocksdb::{DB, WriteBatch, WriteOptions};
+use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::config::{ApplyResult, NodeId, TypeConfig};
-use crate::db::{CF_SM, StoreError};
+use crate::db::{CF_LOGS, CF_SM, StoreError, decode_entry, index_key, key_index};
 
-const KEY_STATE: &[u8] = b"state";
 const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
@@ -26,7 +35,7 @@ const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
 type Membership = StoredMembership<NodeId, BasicNode>;
 type StoreResult<T> = Result<T, StorageError<NodeId>>;
 
-/// What has been applied, kept in memory and mirrored in RocksDB.
+/// What has been applied, kept in memory; a snapshot's data is this, as JSON.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Applied {
     last_applied: Option<LogId<NodeId>>,
@@ -34,12 +43,34 @@ struct Applied {
     state: State,
 }
 
+impl Applied {
+    /// Applies one entry; the result has one item per command.
+    fn apply_entry(&mut self, entry: &Entry<TypeConfig>) -> ApplyResult {
+        self.last_applied = Some(entry.log_id);
+        match &entry.payload {
+            EntryPayload::Blank => ApplyResult::default(),
+            EntryPayload::Normal(proposal) => ApplyResult {
+                results: proposal
+                    .commands
+                    .iter()
+                    .map(|cmd| self.state.apply(cmd))
+                    .collect(),
+            },
+            EntryPayload::Membership(m) => {
+                self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                ApplyResult::default()
+            }
+        }
+    }
+}
+
 /// The state machine store; clones share it (a clone is the snapshot builder).
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<DB>,
-    applied: Arc<Mutex<Applied>>,
+    applied: Arc<RwLock<Applied>>,
     snapshots_built: Arc<Mutex<u64>>,
+    applied_index: watch::Sender<u64>,
 }
 
 fn synced() -> WriteOptions {
@@ -56,51 +87,116 @@ fn sm_read(e: impl Into<AnyError>) -> StorageError<NodeId> {
     StorageIOError::read_state_machine(e).into()
 }
 
+fn corrupt(what: String) -> StoreError {
+    StoreError::Replay(what)
+}
+
 impl StateMachineStore {
-    /// Loads the applied state persisted in `db` (empty when there is none).
+    /// Loads the checkpoint persisted in `db` and replays the log after it
+    /// up to the persisted last-applied id (empty when there is nothing).
     pub(crate) fn load(db: Arc<DB>) -> Result<StateMachineStore, StoreError> {
         let mut applied = Applied::default();
+        let mut target: Option<LogId<NodeId>> = None;
         if let Some(cf) = db.cf_handle(CF_SM) {
-            if let Some(bytes) = db.get_cf(&cf, KEY_STATE)? {
-                applied.state = serde_json::from_slice(&bytes)?;
+            let meta = db.get_cf(&cf, KEY_SNAPSHOT_META)?;
+            let data = db.get_cf(&cf, KEY_SNAPSHOT_DATA)?;
+            if let (Some(meta), Some(data)) = (meta, data) {
+                let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&meta)?;
+                applied = serde_json::from_slice(&data)?;
+                applied.last_applied = meta.last_log_id;
+                applied.membership = meta.last_membership;
             }
             if let Some(bytes) = db.get_cf(&cf, KEY_LAST_APPLIED)? {
-                applied.last_applied = serde_json::from_slice(&bytes)?;
-            }
-            if let Some(bytes) = db.get_cf(&cf, KEY_MEMBERSHIP)? {
-                applied.membership = serde_json::from_slice(&bytes)?;
+                target = serde_json::from_slice(&bytes)?;
             }
         }
+        if let Some(target) = target.filter(|t| Some(*t) > applied.last_applied) {
+            let cf = db
+                .cf_handle(CF_LOGS)
+                .ok_or_else(|| corrupt("column family logs is missing".into()))?;
+            // Without a checkpoint the log has never been purged: replay it
+            // from its first entry.
+            let from = applied.last_applied.map_or(0, |id| id.index + 1);
+            let mut expected = applied.last_applied.map(|id| id.index + 1);
+            let start = index_key(from);
+            for item in db.iterator_cf(&cf, IteratorMode::From(&start, Direction::Forward)) {
+                let (key, bytes) = item?;
+                let index = key_index(&key).ok_or_else(|| corrupt("malformed log key".into()))?;
+                if index > target.index {
+                    break;
+                }
+                if expected.is_some_and(|e| e != index) {
+                    break;
+                }
+                let entry = decode_entry(&bytes)?;
+                applied.apply_entry(&entry);
+                expected = Some(index + 1);
+            }
+            if applied.last_applied != Some(target) {
+                return Err(corrupt(format!(
+                    "the log after the checkpoint ({:?}) does not reach the applied log id {target}",
+                    applied.last_applied
+                )));
+            }
+        }
+        let index = applied.last_applied.map_or(0, |id| id.index);
         Ok(StateMachineStore {
             db,
-            applied: Arc::new(Mutex::new(applied)),
+            applied: Arc::new(RwLock::new(applied)),
             snapshots_built: Arc::new(Mutex::new(0)),
+            applied_index: watch::Sender::new(index),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Applied> {
+    fn read_lock(&self) -> RwLockReadGuard<'_, Applied> {
         // A poisoned lock only means a panic elsewhere; the data is whole.
-        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+        self.applied.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_lock(&self) -> RwLockWriteGuard<'_, Applied> {
+        self.applied.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A copy of the applied state and the log id it reflects.
     pub fn state(&self) -> (Option<LogId<NodeId>>, State) {
-        let a = self.lock();
+        let a = self.read_lock();
         (a.last_applied, a.state.clone())
     }
 
-    /// Writes state, last-applied id and membership in one synced batch,
-    /// plus the given extra puts.
+    /// Runs `f` on the applied state without copying it. Keep `f` short:
+    /// apply waits while it runs.
+    pub fn read<R>(&self, f: impl FnOnce(Option<LogId<NodeId>>, &State) -> R) -> R {
+        let a = self.read_lock();
+        f(a.last_applied, &a.state)
+    }
+
+    /// The applied log index (0 before anything was applied).
+    pub fn applied_index(&self) -> u64 {
+        *self.applied_index.borrow()
+    }
+
+    /// Watches the applied log index; it changes after every applied batch.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied_index.subscribe()
+    }
+
+    fn publish_index(&self, applied: &Applied) {
+        let index = applied.last_applied.map_or(0, |id| id.index);
+        self.applied_index.send_replace(index);
+    }
+
+    /// Writes the last-applied id and membership in one synced batch, plus
+    /// the given extra puts.
     fn persist(&self, applied: &Applied, extra: &[(&[u8], &[u8])]) -> Result<(), AnyError> {
         let cf = self
             .db
             .cf_handle(CF_SM)
             .ok_or_else(|| AnyError::error("column family sm is missing"))?;
         let mut batch = WriteBatch::default();
-        let json = |v: &dyn erased::Json| v.to_json();
-        batch.put_cf(&cf, KEY_STATE, json(&applied.state)?);
-        batch.put_cf(&cf, KEY_LAST_APPLIED, json(&applied.last_applied)?);
-        batch.put_cf(&cf, KEY_MEMBERSHIP, json(&applied.membership)?);
+        let last = serde_json::to_vec(&applied.last_applied).map_err(|e| AnyError::new(&e))?;
+        let membership = serde_json::to_vec(&applied.membership).map_err(|e| AnyError::new(&e))?;
+        batch.put_cf(&cf, KEY_LAST_APPLIED, last);
+        batch.put_cf(&cf, KEY_MEMBERSHIP, membership);
         for (k, v) in extra {
             batch.put_cf(&cf, k, v);
         }
@@ -110,25 +206,14 @@ impl StateMachineStore {
     }
 }
 
-mod erased {
-    use openraft::AnyError;
-
-    /// Serializes to JSON bytes (object safe, for the persist helper).
-    pub(super) trait Json {
-        fn to_json(&self) -> Result<Vec<u8>, AnyError>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> Result<Vec<u8>, AnyError> {
-            serde_json::to_vec(self).map_err(|e| AnyError::new(&e))
-        }
-    }
-}
-
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
-        let applied = self.lock().clone();
-        let data = serde_json::to_vec(&applied).map_err(|e| sm_read(&e))?;
+        let data = {
+            let applied = self.read_lock();
+            serde_json::to_vec(&*applied)
+                .map(|d| (d, applied.last_applied, applied.membership.clone()))
+        };
+        let (data, last_applied, membership) = data.map_err(|e| sm_read(&e))?;
         let n = {
             let mut built = self
                 .snapshots_built
@@ -137,13 +222,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             *built += 1;
             *built
         };
-        let snapshot_id = match applied.last_applied {
+        let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{n}", id.leader_id, id.index),
             None => format!("none-{n}"),
         };
         let meta = SnapshotMeta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.membership.clone(),
+            last_log_id: last_applied,
+            last_membership: membership,
             snapshot_id,
         };
         let meta_json = serde_json::to_vec(&meta).map_err(|e| sm_read(&e))?;
@@ -151,12 +236,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             .db
             .cf_handle(CF_SM)
             .ok_or_else(|| sm_write(AnyError::error("column family sm is missing")))?;
+        // The snapshot becomes the checkpoint: meta and data in one write.
         let mut batch = WriteBatch::default();
         batch.put_cf(&cf, KEY_SNAPSHOT_META, meta_json);
         batch.put_cf(&cf, KEY_SNAPSHOT_DATA, &data);
         self.db.write_opt(batch, &synced()).map_err(|e| {
             StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
         })?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -168,7 +255,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = StateMachineStore;
 
     async fn applied_state(&mut self) -> StoreResult<(Option<LogId<NodeId>>, Membership)> {
-        let a = self.lock();
+        let a = self.read_lock();
         Ok((a.last_applied, a.membership.clone()))
     }
 
@@ -177,24 +264,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut next = self.lock().clone();
-        let mut results = Vec::new();
-        for entry in entries {
-            next.last_applied = Some(entry.log_id);
-            let result = match entry.payload {
-                EntryPayload::Blank => None,
-                EntryPayload::Normal(cmd) => Some(next.state.apply(&cmd)),
-                EntryPayload::Membership(m) => {
-                    next.membership = StoredMembership::new(Some(entry.log_id), m);
-                    None
-                }
-            };
-            results.push(ApplyResult { result });
-        }
-        // Persist before the new state becomes visible: a restart never
-        // shows older state than readers have seen.
-        self.persist(&next, &[]).map_err(sm_write)?;
-        *self.lock() = next;
+        let mut applied = self.write_lock();
+        let results: Vec<ApplyResult> = entries
+            .into_iter()
+            .map(|entry| applied.apply_entry(&entry))
+            .collect();
+        // Readers wait until the batch is durable, so nothing they see can
+        // be lost by a crash.
+        self.persist(&applied, &[]).map_err(sm_write)?;
+        self.publish_index(&applied);
         Ok(results)
     }
 
@@ -212,20 +290,25 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StoreResult<()> {
         let data = snapshot.into_inner();
-        let mut applied: Applied = serde_json::from_slice(&data).map_err(|e| {
+        let mut installed: Applied = serde_json::from_slice(&data).map_err(|e| {
             StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
         })?;
-        applied.last_applied = meta.last_log_id;
-        applied.membership = meta.last_membership.clone();
+        installed.last_applied = meta.last_log_id;
+        installed.membership = meta.last_membership.clone();
         let meta_json = serde_json::to_vec(meta).map_err(|e| sm_write(&e))?;
+        let mut applied = self.write_lock();
+        // Checkpoint, last-applied id and membership in one synced batch:
+        // the install is atomic.
         self.persist(
-            &applied,
+            &installed,
             &[(KEY_SNAPSHOT_META, &meta_json), (KEY_SNAPSHOT_DATA, &data)],
         )
         .map_err(|e| {
             StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), e))
         })?;
-        *self.lock() = applied;
+        *applied = installed;
+        self.publish_index(&applied);
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot installed");
         Ok(())
     }
 
