@@ -1,5 +1,537 @@
-//! pulseplane-cluster-tests: the harness that starts real node processes
-//! for the scenarios under `tests/`.
+//! pulseplane-cluster-tests: the harness that starts real `pulseplane-node`
+//! processes on free loopback ports with temporary data dirs, for the
+//! scenarios under `tests/`.
+//!
+//! The harness can kill -9, stop (SIGTERM), restart, pause (SIGSTOP) and
+//! resume (SIGCONT) any node, talks to nodes over real HTTP, and waits on
+//! conditions ([`wait_until`]), never on bare sleeps.
 //!
 //! Layout:
-//! - (the process harness arrives with the replicated node)
+//! - [`Cluster`]: the processes, their ports, data dirs and logs
+//! - [`Client`]: an HTTP client for the API with the admin token
+//! - [`wait_until`]: polling a condition with a deadline
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SECRET: &str = "cluster-tests-secret";
+pub const TOKEN: &str = "cluster-tests-admin-token";
+
+/// The `pulseplane-node` binary: `PULSEPLANE_NODE_BIN`, or the one built
+/// beside the test executable (same profile).
+pub fn node_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("PULSEPLANE_NODE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/pulseplane-node
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("pulseplane-node");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p pulseplane-node) or set PULSEPLANE_NODE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `cond` every 20 ms until it yields `Some`, or panics after
+/// `timeout` naming `what`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut cond: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = cond().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One node process and its files.
+pub struct NodeProc {
+    pub id: u64,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    /// Extra flags given at every start.
+    pub extra: Vec<String>,
+    initial_cluster: Option<String>,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl NodeProc {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            None => false,
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+        }
+    }
+}
+
+/// A set of node processes under one temporary directory.
+pub struct Cluster {
+    pub nodes: BTreeMap<u64, NodeProc>,
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+    bin: PathBuf,
+    /// Flags given to every node.
+    pub common_flags: Vec<String>,
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+impl Cluster {
+    /// An empty harness; add nodes with [`Cluster::add_node`].
+    pub fn new() -> Cluster {
+        Cluster {
+            nodes: BTreeMap::new(),
+            dir: tempfile::Builder::new()
+                .prefix("pulseplane-cluster-")
+                .tempdir()
+                .expect("temp dir"),
+            client: Client::new(),
+            bin: node_binary(),
+            common_flags: Vec::new(),
+        }
+    }
+
+    /// Starts `n` nodes (ids 1..=n) that form a cluster from
+    /// `--initial-cluster`, and waits until every one is ready.
+    pub async fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, &[]).await
+    }
+
+    /// As [`Cluster::start`], with extra flags for every node.
+    pub async fn start_with(n: u64, flags: &[&str]) -> Cluster {
+        let mut c = Cluster::new();
+        c.common_flags = flags.iter().map(|s| s.to_string()).collect();
+        let members: Vec<(u64, String)> = (1..=n)
+            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+            .collect();
+        let initial = members
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for (id, addr) in members {
+            c.add_node(id, &addr, Some(initial.clone()));
+        }
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        for id in 1..=n {
+            c.wait_ready(id, Duration::from_secs(30)).await;
+        }
+        c
+    }
+
+    /// Registers a node (not started). `initial_cluster` is `None` for a
+    /// node an operator adds through the admin API.
+    pub fn add_node(&mut self, id: u64, addr: &str, initial_cluster: Option<String>) {
+        let data_dir = self.dir.path().join(format!("n{id}"));
+        let log = self.dir.path().join(format!("n{id}.log"));
+        self.nodes.insert(
+            id,
+            NodeProc {
+                id,
+                addr: addr.to_owned(),
+                data_dir,
+                log,
+                extra: Vec::new(),
+                initial_cluster,
+                child: None,
+                paused: false,
+            },
+        );
+    }
+
+    /// A new node with a free port, registered but not started.
+    pub fn new_node(&mut self, id: u64) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        self.add_node(id, &addr, None);
+        addr
+    }
+
+    fn node(&self, id: u64) -> &NodeProc {
+        self.nodes
+            .get(&id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut NodeProc {
+        self.nodes
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    /// The command line a node is started with.
+    pub fn command(&self, id: u64) -> Command {
+        let n = self.node(id);
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg(format!("--node-id={id}"))
+            .arg(format!("--listen={}", n.addr))
+            .arg(format!("--data-dir={}", n.data_dir.display()))
+            .arg(format!("--cluster-secret={SECRET}"))
+            .env("PULSEPLANE_ADMIN_TOKEN", TOKEN)
+            .env(
+                "PULSEPLANE_LOG",
+                std::env::var("PULSEPLANE_TEST_LOG")
+                    .unwrap_or_else(|_| "info,openraft=warn".into()),
+            );
+        if let Some(ic) = &n.initial_cluster {
+            cmd.arg(format!("--initial-cluster={ic}"));
+        }
+        cmd.args(&self.common_flags).args(&n.extra);
+        cmd
+    }
+
+    /// Starts (or restarts) a node process; output goes to its log file.
+    pub fn spawn(&mut self, id: u64) {
+        let mut cmd = self.command(id);
+        let n = self.node(id);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .expect("node log file");
+        let err = log.try_clone().expect("log file handle");
+        let child = cmd
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node {id}: {e}"));
+        let n = self.node_mut(id);
+        n.child = Some(child);
+        n.paused = false;
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self, id: u64) {
+        let n = self.node_mut(id);
+        if let Some(mut c) = n.child.take() {
+            if n.paused {
+                signal(c.id(), "-CONT");
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        n.paused = false;
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn stop(&mut self, id: u64) -> Option<i32> {
+        let n = self.node_mut(id);
+        let mut c = n.child.take()?;
+        signal(c.id(), "-TERM");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self, id: u64) {
+        self.kill9(id);
+        self.spawn(id);
+    }
+
+    /// SIGSTOP.
+    pub fn pause(&mut self, id: u64) {
+        let n = self.node_mut(id);
+        if let Some(pid) = n.pid() {
+            signal(pid, "-STOP");
+            n.paused = true;
+        }
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self, id: u64) {
+        let n = self.node_mut(id);
+        if let Some(pid) = n.pid() {
+            signal(pid, "-CONT");
+            n.paused = false;
+        }
+    }
+
+    /// Removes a node's data dir (the node must be stopped).
+    pub fn wipe(&mut self, id: u64) {
+        let dir = self.node(id).data_dir.clone();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    pub fn addr(&self, id: u64) -> &str {
+        &self.node(id).addr
+    }
+
+    /// `http://addr`.
+    pub fn url(&self, id: u64) -> String {
+        format!("http://{}", self.addr(id))
+    }
+
+    /// Ids of nodes whose process is running.
+    pub fn running(&mut self) -> Vec<u64> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|(id, n)| (n.is_running() && !n.paused).then_some(*id))
+            .collect()
+    }
+
+    /// Waits until `GET /readyz` answers 200 on node `id`.
+    pub async fn wait_ready(&self, id: u64, timeout: Duration) {
+        let url = self.url(id);
+        let client = self.client.clone();
+        wait_until(timeout, &format!("node {id} ready"), || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let r = client.raw_get(&format!("{url}/readyz")).await.ok()?;
+                (r.0 == 200).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// This node's own view (`GET /admin/v1/node`), if it answers.
+    pub async fn node_view(&self, id: u64) -> Option<Value> {
+        let (status, body) = self
+            .client
+            .get(&self.url(id), "/admin/v1/node")
+            .await
+            .ok()?;
+        (status == 200).then_some(body)
+    }
+
+    /// The leader as some running node reports it, once one is known and
+    /// itself says it leads.
+    pub async fn leader(&mut self, timeout: Duration) -> u64 {
+        let ids = self.running();
+        let me = &*self;
+        wait_until(timeout, "a leader", || {
+            let ids = ids.clone();
+            async move {
+                for id in ids {
+                    if let Some(v) = me.node_view(id).await {
+                        if v["state"] == "leader" {
+                            return Some(id);
+                        }
+                    }
+                }
+                None
+            }
+        })
+        .await
+    }
+
+    /// Waits until every listed node has applied the same index with the
+    /// same state digest; returns the digest.
+    pub async fn converged(&self, ids: &[u64], timeout: Duration) -> String {
+        wait_until(timeout, &format!("nodes {ids:?} converged"), || async {
+            let mut seen: Option<(u64, String)> = None;
+            for id in ids {
+                let v = self.node_view(*id).await?;
+                let here = (
+                    v["applied_index"].as_u64()?,
+                    v["state_digest"].as_str()?.to_owned(),
+                );
+                match &seen {
+                    None => seen = Some(here),
+                    Some(s) if *s == here => {}
+                    Some(_) => return None,
+                }
+            }
+            seen.map(|s| s.1)
+        })
+        .await
+    }
+
+    /// The last lines of a node's log, for failure messages.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster::new()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        if std::thread::panicking() {
+            for id in &ids {
+                eprintln!(
+                    "---- node {id} log (last 40 lines) ----\n{}",
+                    self.log_tail(*id, 40)
+                );
+            }
+        }
+        for id in ids {
+            self.kill9(id);
+        }
+    }
+}
+
+/// An HTTP client for the API, with the admin token.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    token: String,
+}
+
+/// An HTTP answer: status, headers, JSON body (`Null` when not JSON).
+pub type Answer = (u16, reqwest::header::HeaderMap, Value);
+
+impl Client {
+    pub fn new() -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .pool_max_idle_per_host(16)
+                .build()
+                .expect("http client"),
+            token: TOKEN.into(),
+        }
+    }
+
+    /// The same client with another bearer token.
+    pub fn with_token(&self, token: &str) -> Client {
+        Client {
+            http: self.http.clone(),
+            token: token.into(),
+        }
+    }
+
+    async fn raw_get(&self, url: &str) -> Result<(u16, String), reqwest::Error> {
+        let r = self
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await?))
+    }
+
+    /// Sends a request with the token; `body` is sent as JSON when given.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Result<Answer, reqwest::Error> {
+        let mut req = self
+            .http
+            .request(method, url)
+            .header("authorization", format!("Bearer {}", self.token));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(b).unwrap_or_default());
+        }
+        let r = req.send().await?;
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await?;
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, headers, json))
+    }
+
+    pub async fn get(&self, base: &str, path: &str) -> Result<(u16, Value), reqwest::Error> {
+        let (s, _, v) = self
+            .send(reqwest::Method::GET, &format!("{base}{path}"), &[], None)
+            .await?;
+        Ok((s, v))
+    }
+
+    pub async fn post(
+        &self,
+        base: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let (s, _, v) = self
+            .send(
+                reqwest::Method::POST,
+                &format!("{base}{path}"),
+                &[],
+                Some(body),
+            )
+            .await?;
+        Ok((s, v))
+    }
+
+    pub async fn put(
+        &self,
+        base: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let (s, _, v) = self
+            .send(
+                reqwest::Method::PUT,
+                &format!("{base}{path}"),
+                &[],
+                Some(body),
+            )
+            .await?;
+        Ok((s, v))
+    }
+
+    pub async fn delete(&self, base: &str, path: &str) -> Result<(u16, Value), reqwest::Error> {
+        let (s, _, v) = self
+            .send(reqwest::Method::DELETE, &format!("{base}{path}"), &[], None)
+            .await?;
+        Ok((s, v))
+    }
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}

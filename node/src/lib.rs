@@ -1,5 +1,19 @@
 //! pulseplane-node: the Pulseplane server and the `pulseplane` operator CLI.
 //!
 //! Layout:
-//! - `cli`: the `pulseplane` operator commands (`eval` today)
+//! - `config`: flags and `PULSEPLANE_*` variables, checked into a `NodeConfig`
+//! - `datadir`: the data dir's lock and identity
+//! - `secret`: secrets and tokens (redacted, compared in constant time)
+//! - `node`: one running node and [`node::run`]
+//! - `raft`: Raft start-up, the peer transport and membership
+//! - `write`: the write path (batching on the leader, forwarding from followers)
+//! - `api`: the HTTP API (public and admin)
+//! - `cli`: the `pulseplane` operator commands
+pub mod api;
 pub mod cli;
+pub mod config;
+pub mod datadir;
+pub mod node;
+pub mod raft;
+pub mod secret;
+pub mod write;

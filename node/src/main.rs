@@ -2,7 +2,66 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
+use pulseplane_node::config::Cli;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
 fn main() -> ExitCode {
-    eprintln!("pulseplane-node: the replicated node is not built yet; use `pulseplane eval`");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    let cfg = match cli.into_config() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("pulseplane-node: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_env("PULSEPLANE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    if cfg.json_logs {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pulseplane-node: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            signals.cancel();
+        });
+        match pulseplane_node::node::run(cfg, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pulseplane-node: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }

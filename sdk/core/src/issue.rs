@@ -92,7 +92,8 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, Vali
     Ok(value)
 }
 
-fn pointer_from_serde_path(path: &serde_path_to_error::Path) -> String {
+/// The JSON pointer of a serde path, as used in validation issues.
+pub fn pointer_from_serde_path(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut out = String::new();
     for seg in path.iter() {

@@ -1,0 +1,118 @@
+//! The admin API: cluster status and membership changes. Every node serves
+//! it; the work happens on the leader.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use pulseplane_raft_store::NodeId;
+use serde::Deserialize;
+
+use crate::api::ApiError;
+use crate::api::common::parse_body;
+use crate::config::check_address;
+use crate::node::Node;
+use crate::raft::membership::{self, AdminError, AdminRequest};
+
+pub fn router() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/admin/v1/cluster", get(cluster))
+        .route("/admin/v1/node", get(this_node))
+        .route("/admin/v1/cluster/nodes", axum::routing::post(add_node))
+        .route("/admin/v1/cluster/nodes/{id}", delete(remove_node))
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> ApiError {
+        match e {
+            AdminError::NoLeader | AdminError::NotLeader { .. } => {
+                ApiError::unavailable("no_leader", e.to_string())
+            }
+            AdminError::Conflict(m) => {
+                ApiError::new(StatusCode::CONFLICT, "membership_conflict", m)
+            }
+            AdminError::NotFound(_) => ApiError::not_found("node_not_found", e.to_string()),
+            AdminError::Failed(m) => ApiError::unavailable("membership_change_failed", m),
+        }
+    }
+}
+
+async fn cluster(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    let status = membership::handle(&node, AdminRequest::Status).await?;
+    Ok(Json(status).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddNode {
+    id: NodeId,
+    address: String,
+    #[serde(default = "yes")]
+    voter: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn add_node(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: AddNode = parse_body(&body)?;
+    if req.id == 0 {
+        return Err(ApiError::field("/id", "must be a positive integer"));
+    }
+    if check_address("address", &req.address).is_err() {
+        return Err(ApiError::field(
+            "/address",
+            format!("{:?} is not host:port", req.address),
+        ));
+    }
+    let status = membership::handle(
+        &node,
+        AdminRequest::AddNode {
+            id: req.id,
+            address: req.address,
+            voter: req.voter,
+        },
+    )
+    .await?;
+    Ok(Json(status).into_response())
+}
+
+async fn remove_node(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: NodeId = id
+        .parse()
+        .map_err(|_| ApiError::field("/id", format!("{id:?} is not a node id")))?;
+    let status = membership::handle(&node, AdminRequest::RemoveNode { id }).await?;
+    Ok(Json(status).into_response())
+}
+
+/// This node's own view: role, leader, term, indexes and the digest of its
+/// applied state (equal on every node that applied the same index).
+#[derive(Debug, serde::Serialize)]
+struct NodeView {
+    #[serde(flatten)]
+    status: crate::raft::server::LocalStatus,
+    state_digest: String,
+}
+
+async fn this_node(State(node): State<Arc<Node>>) -> Response {
+    let status = node.local_status();
+    let (applied, digest) = node
+        .sm
+        .read(|applied, state| (applied.map_or(0, |l| l.index), state.digest()));
+    let view = NodeView {
+        status: crate::raft::server::LocalStatus {
+            applied_index: applied,
+            ..status
+        },
+        state_digest: digest,
+    };
+    crate::api::common::read_response(applied, &view)
+}

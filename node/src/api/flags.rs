@@ -1,0 +1,215 @@
+//! Draft flags: `/v1/environments/{env}/flags[/{key}]`. A write edits the
+//! draft; publishing makes drafts live (see `publish`).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::routing::get;
+use pulseplane_core::state::EnvState;
+use pulseplane_core::{Command, Flag, ValidationError};
+use serde::Serialize;
+
+use crate::api::ApiError;
+use crate::api::auth::Actor;
+use crate::api::common::{PageQuery, WriteOk, paginate, read_barrier, read_response, submit};
+use crate::api::environments::ReadQuery;
+use crate::node::Node;
+
+pub fn router() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/v1/environments/{env}/flags", get(list))
+        .route(
+            "/v1/environments/{env}/flags/{key}",
+            get(read).put(upsert).delete(remove),
+        )
+}
+
+/// A flag with its draft and published state.
+#[derive(Debug, Serialize)]
+pub struct FlagView {
+    pub key: String,
+    /// The draft's revision (its ETag); absent when only published.
+    pub revision: Option<u64>,
+    pub draft: Option<Flag>,
+    pub published_revision: Option<u64>,
+    /// As served, kill switch applied.
+    pub published: Option<Flag>,
+    pub unpublished_changes: bool,
+    pub killed: bool,
+    pub updated_at_ms: Option<i64>,
+    pub updated_by: Option<String>,
+}
+
+impl FlagView {
+    fn of(e: &EnvState, key: &str) -> Option<FlagView> {
+        let draft = e.draft_flags.get(key);
+        let published = e.published_flag(key);
+        if draft.is_none() && published.is_none() {
+            return None;
+        }
+        Some(FlagView {
+            key: key.to_owned(),
+            revision: draft.map(|d| d.item.version),
+            draft: draft.map(|d| d.item.clone()),
+            published_revision: published.as_ref().map(|f| f.version),
+            published,
+            unpublished_changes: e.has_unpublished_changes(key),
+            killed: e.kills.contains_key(key),
+            updated_at_ms: draft.map(|d| d.updated_at_ms),
+            updated_by: draft.map(|d| d.updated_by.clone()),
+        })
+    }
+}
+
+fn flag_not_found(env: &str, key: &str) -> ApiError {
+    ApiError::not_found(
+        "flag_not_found",
+        format!("flag {key:?} not found in environment {env:?}"),
+    )
+}
+
+async fn list(
+    State(node): State<Arc<Node>>,
+    Path(env): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    read_barrier(&node, q.consistency.as_deref()).await?;
+    node.sm.read(|applied, state| {
+        let e = state.env(&env)?;
+        let mut keys: Vec<&String> = e.draft_flags.keys().collect();
+        let published = e.current_flags();
+        keys.extend(
+            published
+                .keys()
+                .filter(|k| !e.draft_flags.contains_key(*k))
+                .filter_map(|k| e.flag_revisions.get_key_value(k).map(|(k, _)| k)),
+        );
+        keys.sort();
+        let page = paginate(
+            keys.into_iter()
+                .filter_map(|k| Some((k, FlagView::of(e, k)?))),
+            &q,
+        )?;
+        Ok(read_response(applied.map_or(0, |l| l.index), &page))
+    })
+}
+
+async fn read(
+    State(node): State<Arc<Node>>,
+    Path((env, key)): Path<(String, String)>,
+    Query(q): Query<ReadQuery>,
+) -> Result<Response, ApiError> {
+    read_barrier(&node, q.consistency.as_deref()).await?;
+    node.sm.read(|applied, state| {
+        let e = state.env(&env)?;
+        let view = FlagView::of(e, &key).ok_or_else(|| flag_not_found(&env, &key))?;
+        let mut r = read_response(applied.map_or(0, |l| l.index), &view);
+        if let Some(rev) = view.revision {
+            if let Ok(v) = header::HeaderValue::from_str(&format!("\"{rev}\"")) {
+                r.headers_mut().insert(header::ETAG, v);
+            }
+        }
+        Ok(r)
+    })
+}
+
+/// `If-Match: "3"` (or `3`) expects revision 3; `If-None-Match: *` expects
+/// the flag not to exist.
+fn expected_revision(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    if let Some(v) = headers.get(header::IF_MATCH) {
+        let text = v
+            .to_str()
+            .unwrap_or("")
+            .trim()
+            .trim_start_matches("W/")
+            .trim_matches('"');
+        return text.parse::<u64>().map(Some).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_header",
+                "If-Match must be a flag revision, as given in its ETag",
+            )
+        });
+    }
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == b"*")
+    {
+        return Ok(Some(0));
+    }
+    Ok(None)
+}
+
+async fn upsert(
+    State(node): State<Arc<Node>>,
+    actor: Actor,
+    headers: HeaderMap,
+    Path((env, key)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<WriteOk, ApiError> {
+    let expected = expected_revision(&headers)?;
+    let mut flag: Flag =
+        pulseplane_core::issue::parse_json(&body).map_err(|e: ValidationError| {
+            if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+                ApiError::bad_request(
+                    "malformed_json",
+                    format!("the body is not valid JSON: {}", e.issues[0].message),
+                )
+            } else {
+                ApiError::invalid(e)
+            }
+        })?;
+    if flag.key.is_empty() {
+        flag.key = key;
+    } else if flag.key != key {
+        return Err(ApiError::field(
+            "/key",
+            format!("{:?} differs from the key in the path {key:?}", flag.key),
+        ));
+    }
+    let created = node.sm.read(|_, s| {
+        s.env(&env)
+            .map(|e| !e.draft_flags.contains_key(&flag.key))
+            .unwrap_or(false)
+    });
+    submit(
+        &node,
+        &headers,
+        &actor,
+        Command::UpsertFlag {
+            env,
+            flag,
+            expected_revision: expected,
+        },
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+    )
+    .await
+}
+
+async fn remove(
+    State(node): State<Arc<Node>>,
+    actor: Actor,
+    headers: HeaderMap,
+    Path((env, key)): Path<(String, String)>,
+) -> Result<WriteOk, ApiError> {
+    let expected = expected_revision(&headers)?;
+    submit(
+        &node,
+        &headers,
+        &actor,
+        Command::DeleteFlag {
+            env,
+            key,
+            expected_revision: expected,
+        },
+        StatusCode::OK,
+    )
+    .await
+}

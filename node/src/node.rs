@@ -1,0 +1,300 @@
+//! One running node: its stores, Raft, the write path, and the HTTP server
+//! that serves the public API, the admin API and the peer transport on one
+//! port. [`run`] is what `pulseplane-node` does.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::ServerState;
+use pulseplane_raft_store::{NodeId, StateMachineStore};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::NodeConfig;
+use crate::datadir::{DataDir, DataDirError, write_atomic};
+use crate::raft::client::PeerClient;
+use crate::raft::server::{LocalStatus, PATH_READ_INDEX};
+use crate::raft::{self, Raft};
+use crate::secret::Secret;
+use crate::write::{WriteError, Writer};
+
+/// Everything a request handler may need; shared as `Arc<Node>`.
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    pub peers: PeerClient,
+    pub writer: Writer,
+    pub secret: Secret,
+    pub admin_token: Secret,
+    pub max_body_bytes: usize,
+    /// The commit index learned at start; ready once applied up to it.
+    ready_target: Mutex<Option<u64>>,
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] pulseplane_raft_store::StoreError),
+    #[error(transparent)]
+    Raft(#[from] raft::StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Why a node is not ready.
+#[derive(Debug)]
+pub enum NotReady {
+    NotMember,
+    NoLeader,
+    CatchingUp { applied: u64, target: u64 },
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::NotMember => f.write_str("not a member of a cluster yet"),
+            NotReady::NoLeader => f.write_str("no leader known"),
+            NotReady::CatchingUp { applied, target } => {
+                write!(f, "applied index {applied}, catching up to {target}")
+            }
+        }
+    }
+}
+
+impl Node {
+    /// The advertised address of a member.
+    pub fn member_address(&self, id: NodeId) -> Option<String> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// This node's own view of itself.
+    pub fn local_status(&self) -> LocalStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let state = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        LocalStatus {
+            id: self.id,
+            state: state.into(),
+            leader: m.current_leader,
+            term: m.current_term,
+            applied_index: self.sm.applied_index(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+        }
+    }
+
+    /// The leader's read index: the log index up to which this node must
+    /// apply before a read is linearizable. On the leader this confirms
+    /// leadership with a quorum; a follower asks the leader.
+    pub async fn read_index(&self) -> Result<u64, WriteError> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        match leader {
+            None => Err(WriteError::NoLeader),
+            Some(l) if l == self.id => match self.raft.get_read_log_id().await {
+                Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
+                Err(_) => Err(WriteError::NotLeader { leader: None }),
+            },
+            Some(l) => {
+                let address = self.member_address(l).ok_or(WriteError::NoLeader)?;
+                self.peers
+                    .call::<_, Result<u64, WriteError>>(
+                        &address,
+                        l,
+                        PATH_READ_INDEX,
+                        &(),
+                        self.writer.timeout(),
+                    )
+                    .await
+                    .map_err(|_| WriteError::NotLeader { leader: Some(l) })?
+            }
+        }
+    }
+
+    /// Waits until this node has applied `index`, up to `timeout`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> bool {
+        let mut rx = self.sm.subscribe();
+        tokio::time::timeout(timeout, async {
+            loop {
+                if *rx.borrow_and_update() >= index {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok()
+            && self.sm.applied_index() >= index
+    }
+
+    /// Ready: a member that knows a leader and has applied up to the commit
+    /// index it learned at start.
+    pub async fn readiness(&self) -> Result<(), NotReady> {
+        let (member, leader) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let member = m
+                .membership_config
+                .membership()
+                .get_node(&self.id)
+                .is_some();
+            (member, m.current_leader)
+        };
+        if !member {
+            return Err(NotReady::NotMember);
+        }
+        if leader.is_none() {
+            return Err(NotReady::NoLeader);
+        }
+        let known = *self.ready_target.lock().unwrap_or_else(|p| p.into_inner());
+        let target = match known {
+            Some(t) => t,
+            None => {
+                let t = self.read_index().await.map_err(|_| NotReady::NoLeader)?;
+                *self.ready_target.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+                t
+            }
+        };
+        let applied = self.sm.applied_index();
+        if applied < target {
+            return Err(NotReady::CatchingUp { applied, target });
+        }
+        Ok(())
+    }
+}
+
+/// A dev-mode secret kept in the data dir: the one there, or a new one that
+/// is written there (mode 0600). Returns it and whether it is new.
+fn dev_secret(dir: &Path, name: &str) -> Result<(Secret, bool), NodeError> {
+    let path = dir.join(name);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(s) = Secret::new(text.trim()) {
+            return Ok((s, false));
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|source| DataDirError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let secret = Secret::generate();
+    write_atomic(&path, format!("{}\n", secret.expose()).as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok((secret, true))
+}
+
+/// Runs the node until `shutdown` fires: stops accepting, finishes the
+/// requests in flight, stops Raft (flushing the store), then returns.
+pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), NodeError> {
+    let cluster_secret = match &cfg.cluster_secret {
+        Some(s) => s.clone(),
+        None => dev_secret(&cfg.data_dir, "cluster-secret")?.0,
+    };
+    let dir = DataDir::open(&cfg.data_dir, cfg.node_id, &cluster_secret.fingerprint())?;
+    let admin_token = match &cfg.admin_token {
+        Some(t) => t.clone(),
+        None => {
+            let (token, new) = dev_secret(dir.path(), "admin-token")?;
+            let path = dir.path().join("admin-token");
+            if new {
+                println!(
+                    "pulseplane-node dev mode: admin token {} (also written to {})",
+                    token.expose(),
+                    path.display()
+                );
+            } else {
+                println!(
+                    "pulseplane-node dev mode: the admin token is in {}",
+                    path.display()
+                );
+            }
+            token
+        }
+    };
+    // Bind before starting Raft so a taken port fails fast and cleanly.
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| NodeError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let (log, sm) = pulseplane_raft_store::open(&dir.raft_path())?;
+    let peers = PeerClient::new(cluster_secret.clone());
+    let raft = raft::start(&cfg, log, sm.clone(), peers.clone()).await?;
+    let tasks = CancellationToken::new();
+    let (writer, batcher) = Writer::start(
+        cfg.node_id,
+        raft.clone(),
+        peers.clone(),
+        cfg.write_timeout,
+        cfg.max_batch,
+        tasks.clone(),
+    );
+    let node = Arc::new(Node {
+        id: cfg.node_id,
+        raft: raft.clone(),
+        sm,
+        peers,
+        writer,
+        secret: cluster_secret,
+        admin_token,
+        max_body_bytes: cfg.max_body_bytes,
+        ready_target: Mutex::new(None),
+    });
+    raft::form_cluster(&raft, &cfg).await?;
+    let app = crate::api::router(node.clone()).merge(raft::server::router(node.clone()));
+    info!(
+        node = cfg.node_id,
+        listen = %cfg.listen,
+        advertise = %cfg.advertise,
+        data_dir = %cfg.data_dir.display(),
+        "pulseplane-node serving"
+    );
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await;
+    info!("stopped accepting requests; stopping raft");
+    tasks.cancel();
+    let _ = batcher.await;
+    if let Err(e) = raft.shutdown().await {
+        warn!(error = %e, "raft did not stop cleanly");
+    }
+    drop(node);
+    drop(dir);
+    if let Err(e) = served {
+        error!(error = %e, "server failed");
+        return Err(NodeError::Serve(e));
+    }
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The pooled HTTP client nodes use to talk to each other: MessagePack
+//! bodies, the cluster secret in a header, and the id of the node the
+//! caller believes it is talking to, so a misaddressed request is refused.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::secret::Secret;
+
+/// Header carrying the cluster secret.
+pub const SECRET_HEADER: &str = "x-pulseplane-cluster-secret";
+/// Header carrying the id of the node a peer request is meant for.
+pub const TARGET_HEADER: &str = "x-pulseplane-target-node";
+/// Content type of peer bodies.
+pub const MSGPACK: &str = "application/msgpack";
+
+/// Why a peer call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Could not connect, or the connection broke: back off and retry.
+    #[error("peer {address} unreachable: {source}")]
+    Unreachable {
+        address: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("peer {address} timed out")]
+    Timeout { address: String },
+    /// The peer answered with an error status.
+    #[error("peer {address} refused the request: {status} {body}")]
+    Refused {
+        address: String,
+        status: u16,
+        body: String,
+    },
+    #[error("peer {address} sent an undecodable body: {problem}")]
+    Decode { address: String, problem: String },
+    #[error("cannot encode the request: {0}")]
+    Encode(String),
+}
+
+/// A clone-cheap pooled client.
+#[derive(Clone)]
+pub struct PeerClient {
+    http: reqwest::Client,
+    secret: Secret,
+}
+
+impl PeerClient {
+    pub fn new(secret: Secret) -> PeerClient {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap_or_default();
+        PeerClient { http, secret }
+    }
+
+    /// POSTs `body` to `http://{address}{path}` and decodes the answer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        address: &str,
+        target: u64,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        let bytes = rmp_serde::to_vec_named(body).map_err(|e| PeerError::Encode(e.to_string()))?;
+        let send = self
+            .http
+            .post(format!("http://{address}{path}"))
+            .header(SECRET_HEADER, self.secret.expose())
+            .header(TARGET_HEADER, target.to_string())
+            .header(reqwest::header::CONTENT_TYPE, MSGPACK)
+            .body(bytes)
+            .timeout(timeout)
+            .send();
+        let address = address.to_owned();
+        let response = send.await.map_err(|source| {
+            if source.is_timeout() {
+                PeerError::Timeout {
+                    address: address.clone(),
+                }
+            } else {
+                PeerError::Unreachable {
+                    address: address.clone(),
+                    source,
+                }
+            }
+        })?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|source| {
+            if source.is_timeout() {
+                PeerError::Timeout {
+                    address: address.clone(),
+                }
+            } else {
+                PeerError::Unreachable {
+                    address: address.clone(),
+                    source,
+                }
+            }
+        })?;
+        if !status.is_success() {
+            return Err(PeerError::Refused {
+                address,
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
+            });
+        }
+        rmp_serde::from_slice(&body).map_err(|e| PeerError::Decode {
+            address,
+            problem: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,172 @@
+//! The `/raft/*` endpoints peers call: Raft RPCs, forwarded writes,
+//! read-index requests, status probes and forwarded membership requests.
+//! Bodies are MessagePack; every request must carry the cluster secret.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use pulseplane_core::CommandEnvelope;
+use pulseplane_raft_store::{NodeId, TypeConfig};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::node::Node;
+use crate::raft::client::{MSGPACK, SECRET_HEADER, TARGET_HEADER};
+use crate::raft::membership::{self, AdminRequest};
+use crate::raft::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
+use crate::write::{PATH_PROPOSE, WriteError};
+
+pub const PATH_READ_INDEX: &str = "/raft/read-index";
+pub const PATH_STATUS: &str = "/raft/status";
+pub const PATH_ADMIN: &str = "/raft/admin";
+
+/// A node's own view of itself, for status probes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LocalStatus {
+    pub id: NodeId,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+}
+
+/// The peer routes.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route(PATH_APPEND, post(append))
+        .route(PATH_VOTE, post(vote))
+        .route(PATH_SNAPSHOT, post(snapshot))
+        .route(PATH_PROPOSE, post(propose))
+        .route(PATH_READ_INDEX, post(read_index))
+        .route(PATH_STATUS, post(status))
+        .route(PATH_ADMIN, post(admin))
+        .layer(middleware::from_fn_with_state(node.clone(), authenticate))
+        .with_state(node)
+}
+
+/// Refuses a request without the cluster secret (401, logged) or meant for
+/// another node id (409).
+async fn authenticate(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let secret_ok = req
+        .headers()
+        .get(SECRET_HEADER)
+        .is_some_and(|v| node.secret.matches(v.as_bytes()));
+    if !secret_ok {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default();
+        warn!(path = %req.uri().path(), peer = %peer, "peer request without a valid cluster secret refused");
+        return (StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response();
+    }
+    if let Some(target) = req.headers().get(TARGET_HEADER) {
+        let ok = target
+            .to_str()
+            .ok()
+            .and_then(|t| t.parse::<NodeId>().ok())
+            .is_some_and(|t| t == node.id);
+        if !ok {
+            warn!(path = %req.uri().path(), target = ?target, me = node.id, "peer request for another node id refused");
+            return (
+                StatusCode::CONFLICT,
+                format!("this is node {}, not node {:?}", node.id, target),
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    rmp_serde::from_slice(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable body: {e}")).into_response())
+}
+
+fn encode<T: Serialize>(value: &T) -> Response {
+    match rmp_serde::to_vec_named(value) {
+        Ok(bytes) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(MSGPACK),
+            );
+            (headers, bytes).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+async fn append(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let req: AppendEntriesRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    encode(&node.raft.append_entries(req).await)
+}
+
+async fn vote(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let req: VoteRequest<NodeId> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    encode(&node.raft.vote(req).await)
+}
+
+async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let req: InstallSnapshotRequest<TypeConfig> = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    encode(&node.raft.install_snapshot(req).await)
+}
+
+async fn propose(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let cmd: CommandEnvelope = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let leader = node.raft.metrics().borrow().current_leader;
+    let answer = if leader == Some(node.id) {
+        node.writer.propose_local(cmd).await
+    } else {
+        Err(WriteError::NotLeader { leader })
+    };
+    encode(&answer)
+}
+
+async fn read_index(State(node): State<Arc<Node>>) -> Response {
+    let answer: Result<u64, WriteError> = match node.raft.get_read_log_id().await {
+        Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
+        Err(_) => Err(WriteError::NotLeader {
+            leader: node.raft.metrics().borrow().current_leader,
+        }),
+    };
+    encode(&answer)
+}
+
+async fn status(State(node): State<Arc<Node>>) -> Response {
+    encode(&node.local_status())
+}
+
+async fn admin(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let req: AdminRequest = match decode(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    encode(&membership::run_on_leader(&node, req).await)
+}
