@@ -535,3 +535,158 @@ impl Default for Client {
         Client::new()
     }
 }
+
+/// Concurrent writers for scenarios: each upserts its own flags in one
+/// environment, round-robin over the given nodes, and records every flag
+/// whose write was acknowledged (2xx).
+pub mod load {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+    use tokio::sync::Mutex;
+
+    use super::Client;
+
+    /// What the writers saw.
+    #[derive(Debug, Default)]
+    pub struct Record {
+        /// Flag keys whose upsert was acknowledged.
+        pub acked: Vec<String>,
+        /// Writes that failed or timed out (possibly applied).
+        pub failed: usize,
+        /// Times of acknowledged writes, since the start.
+        pub ack_times: Vec<Duration>,
+    }
+
+    /// Running writers; [`Writers::stop`] ends them and returns the record.
+    pub struct Writers {
+        stop: Arc<AtomicBool>,
+        record: Arc<Mutex<Record>>,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+        pub started: Instant,
+    }
+
+    /// Starts `n` writers against `urls` (rotating on errors) in `env`.
+    pub fn start(client: &Client, urls: Vec<String>, env: &str, n: usize) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let record = Arc::new(Mutex::new(Record::default()));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..n {
+            let (client, urls, stop, record, env) = (
+                client.clone(),
+                urls.clone(),
+                stop.clone(),
+                record.clone(),
+                env.to_owned(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0usize;
+                let mut target = w % urls.len();
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("w{w}-f{i}");
+                    let url = format!("{}/v1/environments/{env}/flags/{key}", urls[target]);
+                    let idem = format!("idem-{key}");
+                    let body =
+                        json!({"kind": "boolean", "description": format!("writer {w} write {i}")});
+                    let answer = client
+                        .send(
+                            reqwest::Method::PUT,
+                            &url,
+                            &[("idempotency-key", &idem)],
+                            Some(&body),
+                        )
+                        .await;
+                    match answer {
+                        Ok((s, _, _)) if (200..300).contains(&s) => {
+                            let mut r = record.lock().await;
+                            r.acked.push(key);
+                            r.ack_times.push(started.elapsed());
+                            i += 1;
+                        }
+                        _ => {
+                            record.lock().await.failed += 1;
+                            // Retry the same key (same idempotency key) on
+                            // another node after a short pause.
+                            target = (target + 1) % urls.len();
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        Writers {
+            stop,
+            record,
+            tasks,
+            started,
+        }
+    }
+
+    impl Writers {
+        pub async fn acked(&self) -> usize {
+            self.record.lock().await.acked.len()
+        }
+
+        pub async fn stop(self) -> Record {
+            self.stop.store(true, Ordering::Relaxed);
+            for t in self.tasks {
+                let _ = t.await;
+            }
+            std::mem::take(&mut *self.record.lock().await)
+        }
+    }
+}
+
+impl Cluster {
+    /// Creates environment `env` through node `id`.
+    pub async fn create_env(&self, id: u64, env: &str) {
+        let (s, v) = self
+            .client
+            .post(
+                &self.url(id),
+                "/v1/environments",
+                &serde_json::json!({"key": env, "name": env}),
+            )
+            .await
+            .expect("create environment");
+        assert!(s == 201 || s == 409, "create env: {s} {v}");
+    }
+
+    /// Asserts that node `id` holds every flag in `keys` (drafts), after a
+    /// linearizable barrier.
+    pub async fn assert_has_flags(&self, id: u64, env: &str, keys: &[String]) {
+        let mut have = std::collections::BTreeSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                None => format!("/v1/environments/{env}/flags?limit=1000&consistency=linearizable"),
+                Some(c) => format!(
+                    "/v1/environments/{env}/flags?limit=1000&consistency=linearizable&cursor={c}"
+                ),
+            };
+            let (s, v) = self
+                .client
+                .get(&self.url(id), &path)
+                .await
+                .expect("list flags");
+            assert_eq!(s, 200, "list flags on node {id}: {v}");
+            for item in v["items"].as_array().expect("items") {
+                have.insert(item["key"].as_str().expect("key").to_owned());
+            }
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        let missing: Vec<&String> = keys.iter().filter(|k| !have.contains(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "node {id} lost {} acknowledged writes, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+}

@@ -65,7 +65,7 @@ pub struct Cli {
     pub heartbeat_interval: Duration,
     /// Lower bound of the randomized election timeout; the upper bound is
     /// twice this.
-    #[arg(long, env = "PULSEPLANE_ELECTION_TIMEOUT", default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PULSEPLANE_ELECTION_TIMEOUT", default_value = "400ms", value_parser = humantime::parse_duration)]
     pub election_timeout: Duration,
     /// Timeout of one peer RPC (append, vote).
     #[arg(long, env = "PULSEPLANE_PEER_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
