@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Pulseplane developer entry point (Debian, run as root or with the packages present).
 #
-#   ./deploy/dev.sh run    build and run the main job on its embedded default
+#   ./deploy/dev.sh run    build and start a 3-node cluster on loopback (Ctrl-C stops it)
 #   ./deploy/dev.sh test   run the whole test suite
 #
 # Each installs the system packages it needs when they are missing.
@@ -49,21 +49,8 @@ ensure_build_deps() {
 
 cmd_run() {
   ensure_build_deps
-  log "building the pulseplane CLI"
-  cargo build --locked -q -p pulseplane-node --bin pulseplane
-  local bin="${CARGO_TARGET_DIR:-$ROOT/target}/debug/pulseplane"
-  local snap="$ROOT/deploy/examples/prod-snapshot.json"
-  log "evaluating flags from $snap (no control plane needed)"
-  for ctx in \
-    '{"targeting_key":"user-1","attributes":{"country":"NL","plan":"pro"}}' \
-    '{"targeting_key":"user-2","attributes":{"country":"US","plan":"free"}}' \
-    '{"targeting_key":"user-3","attributes":{"country":"US","plan":"free","app_version":"2.4.0"}}'; do
-    for flag in new-checkout checkout-theme request-timeout-ms; do
-      printf '%s %s -> ' "$flag" "$ctx"
-      "$bin" eval --file "$snap" --flag "$flag" --context "$ctx" | tr -d '\n' | tr -s ' '
-      echo
-    done
-  done
+  ensure_packages curl
+  exec "$ROOT/deploy/local-cluster.sh"
 }
 
 cmd_test() {
