@@ -108,7 +108,14 @@ impl Writer {
         loop {
             let leader = self.inner.raft.metrics().borrow().current_leader;
             let attempt = match leader {
-                Some(l) if l == self.inner.id => self.propose_local(command.clone()).await,
+                Some(l) if l == self.inner.id => {
+                    // A leader that lost its quorum never commits: bound the wait.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, self.propose_local(command.clone())).await {
+                        Ok(r) => r,
+                        Err(_) => return Err(WriteError::Timeout),
+                    }
+                }
                 Some(l) => self.forward(l, &command, deadline).await,
                 None => Err(WriteError::NoLeader),
             };
