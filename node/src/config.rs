@@ -93,6 +93,9 @@ pub struct Cli {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "PULSEPLANE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Threads that run the node's tasks (0: one per CPU core).
+    #[arg(long, env = "PULSEPLANE_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
     /// Log format: `text` or `json`.
     #[arg(long, env = "PULSEPLANE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -131,6 +134,8 @@ pub struct NodeConfig {
     pub max_batch: usize,
     pub max_body_bytes: usize,
     pub json_logs: bool,
+    /// 0: one per CPU core.
+    pub worker_threads: usize,
 }
 
 /// A configuration mistake, reported before the node binds.
@@ -370,6 +375,7 @@ impl Cli {
             max_batch: self.max_batch,
             max_body_bytes: self.max_body_bytes,
             json_logs,
+            worker_threads: self.worker_threads,
         })
     }
 }

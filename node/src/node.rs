@@ -33,6 +33,8 @@ pub struct Node {
     pub max_body_bytes: usize,
     /// The commit index learned at start; ready once applied up to it.
     ready_target: Mutex<Option<u64>>,
+    /// Set once the node has been ready: from then on it serves reads.
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 /// Why the node could not start.
@@ -183,7 +185,19 @@ impl Node {
         if applied < target {
             return Err(NotReady::CatchingUp { applied, target });
         }
+        self.caught_up
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether this node may serve reads from its local state: once it has
+    /// caught up with the commit index the cluster had when it started, so
+    /// that it never serves state older than it served before it stopped.
+    pub async fn may_serve_reads(&self) -> Result<(), NotReady> {
+        if self.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.readiness().await
     }
 }
 
@@ -267,6 +281,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         admin_token,
         max_body_bytes: cfg.max_body_bytes,
         ready_target: Mutex::new(None),
+        caught_up: std::sync::atomic::AtomicBool::new(false),
     });
     raft::form_cluster(&raft, &cfg).await?;
     let app = crate::api::router(node.clone()).merge(raft::server::router(node.clone()));

@@ -6,12 +6,12 @@
 //! last-applied log id and membership). openraft's generics stop here and in the node's raft
 //! module.
 //!
-//! Durability: an append's flush callback fires only after the write, synced
-//! to the WAL, has returned; a vote is synced before `save_vote` returns; the
-//! state machine writes its last-applied id and membership in one
-//! synced batch, so a restarted node never serves older state than it served
-//! before it stopped: on open it loads the checkpoint and replays the log up
-//! to the persisted last-applied id.
+//! Durability: an append's flush callback fires only after the entries are
+//! in the synced WAL; a vote is synced before `save_vote` returns; the state
+//! machine writes its last-applied id and membership in one batch per
+//! applied batch of entries, to the WAL before readers see it. On open it
+//! loads the checkpoint (the last snapshot) and replays the log up to the
+//! persisted last-applied id.
 //!
 //! Layout:
 //! - `config`: the openraft `TypeConfig` and the apply response

@@ -1,11 +1,17 @@
 //! The Raft log over RocksDB: entries in `logs`, vote and bookkeeping in
 //! `meta`. Appends, votes, truncations and purges are written with a synced
 //! WAL before they are acknowledged.
+//!
+//! Appends commit as a group: `append` writes the entries (readable at
+//! once) and hands its flush callback to a syncer thread, which syncs the
+//! WAL once for every callback queued meanwhile and only then fires them,
+//! in order. So the Raft core never waits on an fsync, and one fsync covers
+//! every append that arrived while the previous one ran.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -26,6 +32,67 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    syncer: Arc<Syncer>,
+}
+
+/// The handle of the WAL syncer thread. Dropping the last handle closes the
+/// queue and joins the thread, so the database closes before the handle is
+/// gone.
+struct Syncer {
+    queue: Mutex<Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.queue.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Syncer {
+    fn start(db: Arc<DB>) -> Syncer {
+        let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+        let spawned = std::thread::Builder::new()
+            .name("pulseplane-wal-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        waiting.push(more);
+                    }
+                    let synced = db.flush_wal(true).map_err(|e| e.to_string());
+                    for callback in waiting {
+                        callback.log_io_completed(synced.clone().map_err(io::Error::other));
+                    }
+                }
+            });
+        let thread = match spawned {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // Without the thread the queue's receiver is gone: every
+                // append then fails, which Raft reports as a storage error.
+                tracing::error!(error = %e, "cannot start the WAL sync thread");
+                None
+            }
+        };
+        Syncer {
+            queue: Mutex::new(Some(tx)),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Queues `callback` to fire once the WAL is synced; gives it back when
+    /// the thread is gone.
+    fn after_sync(&self, callback: LogFlushed<TypeConfig>) -> Result<(), LogFlushed<TypeConfig>> {
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        match queue.as_ref() {
+            Some(q) => q.send(callback).map_err(|e| e.0),
+            None => Err(callback),
+        }
+    }
 }
 
 type StoreResult<T> = Result<T, StorageError<NodeId>>;
@@ -50,7 +117,8 @@ fn io_write(e: impl Into<AnyError>) -> StorageError<NodeId> {
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> LogStore {
-        LogStore { db }
+        let syncer = Arc::new(Syncer::start(db.clone()));
+        LogStore { db, syncer }
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, AnyError> {
@@ -194,15 +262,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = encode_entry(&entry).map_err(|e| io_write(&e))?;
             batch.put_cf(&cf, index_key(entry.log_id.index), bytes);
         }
-        // The callback fires only once the entries are in the synced WAL.
-        match self.write_synced(batch) {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(io::Error::other(e.to_string())));
-                Err(io_write(&e))
+        // Written (and readable) now; the callback fires only once the WAL
+        // holding it is synced.
+        self.db.write(batch).map_err(|e| io_write(&e))?;
+        match self.syncer.after_sync(callback) {
+            Ok(()) => Ok(()),
+            Err(callback) => {
+                let e = io::Error::other("the WAL sync thread is gone");
+                let err = io_write(&e);
+                callback.log_io_completed(Err(e));
+                Err(err)
             }
         }
     }

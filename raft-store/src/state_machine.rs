@@ -3,15 +3,20 @@
 //! Persistence is a checkpoint plus the log. The checkpoint is the current
 //! snapshot (the whole state, written when a snapshot is built or
 //! installed); every applied batch then writes only its last-applied log id
-//! and membership, in one synced write batch, before the call returns and
-//! while readers are held off. On open, the store loads the checkpoint and
+//! and membership, in one write batch, before the call returns and while
+//! readers are held off. On open, the store loads the checkpoint and
 //! replays the log entries after it up to the persisted last-applied id.
 //! Log entries are never purged past the checkpoint, because openraft purges
 //! only up to a snapshot, and every snapshot is the checkpoint. So each apply
-//! costs one small write however large the state grows, and a restarted node
-//! never serves state older than it served before it stopped.
+//! costs one small write however large the state grows. The write reaches
+//! the WAL before readers see the batch, so after a process crash the store
+//! reopens at least where readers were; it is not fsynced on its own (the
+//! applied entries are already synced in the log), so after a machine crash
+//! the store may reopen a few batches earlier and the node catches up from
+//! its log before it serves reads.
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -71,6 +76,7 @@ pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
     snapshots_built: Arc<Mutex<u64>>,
     applied_index: watch::Sender<u64>,
+    snapshot_bytes: Arc<AtomicU64>,
 }
 
 fn synced() -> WriteOptions {
@@ -97,11 +103,13 @@ impl StateMachineStore {
     pub(crate) fn load(db: Arc<DB>) -> Result<StateMachineStore, StoreError> {
         let mut applied = Applied::default();
         let mut target: Option<LogId<NodeId>> = None;
+        let mut snapshot_bytes = 0;
         if let Some(cf) = db.cf_handle(CF_SM) {
             let meta = db.get_cf(&cf, KEY_SNAPSHOT_META)?;
             let data = db.get_cf(&cf, KEY_SNAPSHOT_DATA)?;
             if let (Some(meta), Some(data)) = (meta, data) {
                 let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&meta)?;
+                snapshot_bytes = data.len() as u64;
                 applied = serde_json::from_slice(&data)?;
                 applied.last_applied = meta.last_log_id;
                 applied.membership = meta.last_membership;
@@ -145,6 +153,7 @@ impl StateMachineStore {
             applied: Arc::new(RwLock::new(applied)),
             snapshots_built: Arc::new(Mutex::new(0)),
             applied_index: watch::Sender::new(index),
+            snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
         })
     }
 
@@ -180,14 +189,24 @@ impl StateMachineStore {
         self.applied_index.subscribe()
     }
 
+    /// Size of the current snapshot's data in bytes (0 when there is none).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes.load(Ordering::Relaxed)
+    }
+
     fn publish_index(&self, applied: &Applied) {
         let index = applied.last_applied.map_or(0, |id| id.index);
         self.applied_index.send_replace(index);
     }
 
-    /// Writes the last-applied id and membership in one synced batch, plus
-    /// the given extra puts.
-    fn persist(&self, applied: &Applied, extra: &[(&[u8], &[u8])]) -> Result<(), AnyError> {
+    /// Writes the last-applied id and membership in one batch (synced when
+    /// `sync`), plus the given extra puts.
+    fn persist(
+        &self,
+        applied: &Applied,
+        extra: &[(&[u8], &[u8])],
+        sync: bool,
+    ) -> Result<(), AnyError> {
         let cf = self
             .db
             .cf_handle(CF_SM)
@@ -200,8 +219,13 @@ impl StateMachineStore {
         for (k, v) in extra {
             batch.put_cf(&cf, k, v);
         }
+        let options = if sync {
+            synced()
+        } else {
+            WriteOptions::default()
+        };
         self.db
-            .write_opt(batch, &synced())
+            .write_opt(batch, &options)
             .map_err(|e| AnyError::new(&e))
     }
 }
@@ -243,6 +267,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         self.db.write_opt(batch, &synced()).map_err(|e| {
             StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
         })?;
+        self.snapshot_bytes
+            .store(data.len() as u64, Ordering::Relaxed);
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,
@@ -269,9 +295,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .into_iter()
             .map(|entry| applied.apply_entry(&entry))
             .collect();
-        // Readers wait until the batch is durable, so nothing they see can
-        // be lost by a crash.
-        self.persist(&applied, &[]).map_err(sm_write)?;
+        // The batch goes to the WAL before readers can see it, so a process
+        // crash never loses what was seen. It is not fsynced on its own: the
+        // entries it applied are already synced in the log, and the next
+        // log sync covers it. After a machine crash the node replays from
+        // the log, and it serves reads only once it has caught up with the
+        // cluster's commit index (the node's readiness gate).
+        let persisted = self.persist(&applied, &[], false);
+        persisted.map_err(sm_write)?;
         self.publish_index(&applied);
         Ok(results)
     }
@@ -302,11 +333,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.persist(
             &installed,
             &[(KEY_SNAPSHOT_META, &meta_json), (KEY_SNAPSHOT_DATA, &data)],
+            true,
         )
         .map_err(|e| {
             StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), e))
         })?;
         *applied = installed;
+        self.snapshot_bytes
+            .store(data.len() as u64, Ordering::Relaxed);
         self.publish_index(&applied);
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot installed");
         Ok(())

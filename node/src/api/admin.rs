@@ -22,6 +22,7 @@ pub fn router() -> Router<Arc<Node>> {
     Router::new()
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/node", get(this_node))
+        .route("/admin/v1/snapshot", axum::routing::post(snapshot))
         .route("/admin/v1/cluster/nodes", axum::routing::post(add_node))
         .route("/admin/v1/cluster/nodes/{id}", delete(remove_node))
 }
@@ -100,10 +101,20 @@ struct NodeView {
     #[serde(flatten)]
     status: crate::raft::server::LocalStatus,
     state_digest: String,
+    /// The log index the current snapshot covers.
+    snapshot_index: Option<u64>,
+    snapshot_bytes: u64,
+    /// Log entries up to this index have been compacted away.
+    purged_index: Option<u64>,
 }
 
 async fn this_node(State(node): State<Arc<Node>>) -> Response {
     let status = node.local_status();
+    let (snapshot_index, purged_index) = {
+        let m = node.raft.metrics();
+        let m = m.borrow();
+        (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
+    };
     let (applied, digest) = node
         .sm
         .read(|applied, state| (applied.map_or(0, |l| l.index), state.digest()));
@@ -113,6 +124,41 @@ async fn this_node(State(node): State<Arc<Node>>) -> Response {
             ..status
         },
         state_digest: digest,
+        snapshot_index,
+        snapshot_bytes: node.sm.snapshot_bytes(),
+        purged_index,
     };
     crate::api::common::read_response(applied, &view)
+}
+
+/// Builds a snapshot on this node now (and compacts its log per policy);
+/// answers once it covers everything applied when the request came.
+async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    let target = node.sm.applied_index();
+    node.raft
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| ApiError::unavailable("raft_stopped", e.to_string()))?;
+    let mut metrics = node.raft.metrics();
+    let done = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        loop {
+            let covered = metrics.borrow_and_update().snapshot.map_or(0, |l| l.index);
+            if covered >= target {
+                return covered;
+            }
+            if metrics.changed().await.is_err() {
+                return covered;
+            }
+        }
+    })
+    .await
+    .map_err(|_| {
+        ApiError::unavailable("snapshot_timeout", "the snapshot did not finish in 120 s")
+    })?;
+    Ok(Json(serde_json::json!({
+        "snapshot_index": done,
+        "snapshot_bytes": node.sm.snapshot_bytes(),
+    }))
+    .into_response())
 }

@@ -117,6 +117,13 @@ pub fn paginate<'a, T: 'a>(
 /// everything committed when the read began; the default reads local
 /// state as it is.
 pub async fn read_barrier(node: &Node, consistency: Option<&str>) -> Result<(), ApiError> {
+    // A node that just started serves reads only once it has caught up.
+    if let Err(why) = node.may_serve_reads().await {
+        return Err(ApiError::unavailable(
+            "catching_up",
+            format!("this node is not serving reads yet: {why}"),
+        ));
+    }
     match consistency {
         None | Some("local") => Ok(()),
         Some("linearizable") => {

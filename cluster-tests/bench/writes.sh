@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Sustained flag writes on a 3-node loopback cluster (fsync on), driven by
+# wrk at 1, 16 and 64 connections, each request one ~200-byte flag upsert
+# (PUT /v1/environments/bench/flags/flag-<n>, cycling over KEYSPACE keys)
+# sent to the leader. Then, in the same run, etcd's anchor
+# (../shared/anchors/etcd_writes.sh) for the ratios.
+#
+#   cluster-tests/bench/writes.sh            # release build, ~3 minutes
+#
+# Settings (environment): DURATION (10s), CONNS ("1 16 64"), KEYSPACE (2000),
+# BASE_PORT (27400), SKIP_ETCD (0), THREADS (2).
+# Output: text, then one line `BENCH_JSON {...}`.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ANCHORS=${ANCHORS:-$ROOT/../shared/anchors}
+DURATION=${DURATION:-10s}
+read -r -a CONN_LIST <<<"${CONNS:-1 16 64}"
+KEYSPACE=${KEYSPACE:-2000}
+BASE=${BASE_PORT:-27400}
+THREADS=${THREADS:-2}
+SKIP_ETCD=${SKIP_ETCD:-0}
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/pulseplane-node"
+
+for b in wrk jq curl; do command -v "$b" >/dev/null || { echo "missing $b (apt-get install wrk jq curl)" >&2; exit 2; }; done
+(cd "$ROOT" && cargo build --release --locked -q -p pulseplane-node --bin pulseplane-node)
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/pulseplane-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  local rc=$?
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+  exit $rc
+}
+trap cleanup EXIT INT TERM
+
+TOKEN=bench-token
+INITIAL=""
+for n in 1 2 3; do INITIAL+="${INITIAL:+,}$n=127.0.0.1:$((BASE + n))"; done
+for n in 1 2 3; do
+  PULSEPLANE_ADMIN_TOKEN=$TOKEN PULSEPLANE_LOG=warn "$BIN" --node-id "$n" --listen "127.0.0.1:$((BASE + n))" \
+    --data-dir "$WORK/n$n" --initial-cluster "$INITIAL" --cluster-secret bench-secret >"$WORK/n$n.log" 2>&1 &
+  PIDS+=($!)
+done
+for n in 1 2 3; do
+  for _ in $(seq 1 300); do curl -fs "http://127.0.0.1:$((BASE + n))/readyz" >/dev/null && break; sleep 0.1; done
+done
+LEADER=$(curl -fs -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$((BASE + 1))/admin/v1/cluster" | jq -r .leader)
+LPORT=$((BASE + LEADER))
+curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" -d '{"key":"bench","name":"Bench"}' "http://127.0.0.1:$LPORT/v1/environments"
+echo "== pulseplane: 3 nodes on 127.0.0.1, leader node $LEADER (:$LPORT), data under $WORK"
+
+LUA="$WORK/put.lua"
+cat >"$LUA" <<'LUAEOF'
+local keyspace = tonumber(os.getenv("KEYSPACE") or "2000")
+local token = os.getenv("TOKEN")
+local nthreads = tonumber(os.getenv("WRK_THREADS") or "1")
+local tcount = 0
+function setup(thread) thread:set("tid", tcount); tcount = tcount + 1 end
+function init(args)
+  reqs = {}
+  local hdr = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token }
+  local pool = math.min(2000, keyspace)
+  for i = 0, pool - 1 do
+    local n = (i * nthreads + (tid or 0)) % keyspace
+    local body = string.format('{"kind":"boolean","description":"benchmark flag %d","rules":[{"clauses":[{"attribute":"country","operator":"in","values":["NL","DE"]}],"serve":{"variant":"on"}}]}', n)
+    reqs[#reqs + 1] = wrk.format("PUT", "/v1/environments/bench/flags/flag-" .. n, hdr, body)
+  end
+  idx = 0
+end
+function request() idx = idx % #reqs + 1; return reqs[idx] end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON {"requests":%d,"duration_s":%.3f,"rps":%.1f,"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f,"err_status":%d,"err_socket":%d}\n',
+    summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3,
+    e.status, e.connect + e.read + e.write + e.timeout))
+end
+LUAEOF
+BODY_BYTES=$(awk 'BEGIN{print length("{\"kind\":\"boolean\",\"description\":\"benchmark flag 1234\",\"rules\":[{\"clauses\":[{\"attribute\":\"country\",\"operator\":\"in\",\"values\":[\"NL\",\"DE\"]}],\"serve\":{\"variant\":\"on\"}}]}")}')
+echo "   request body: $BODY_BYTES bytes, keyspace $KEYSPACE flags"
+
+CLK=$(getconf CLK_TCK)
+cpu_ticks() { local t=0 p; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+RESULTS="[]"
+for c in "${CONN_LIST[@]}"; do
+  t=$THREADS; [ "$c" -lt "$t" ] && t=$c
+  c0=$(cpu_ticks)
+  out=$(KEYSPACE=$KEYSPACE TOKEN=$TOKEN WRK_THREADS=$t wrk -t"$t" -c"$c" -d"$DURATION" --timeout 5s --latency -s "$LUA" "http://127.0.0.1:$LPORT" 2>&1)
+  c1=$(cpu_ticks)
+  line=$(echo "$out" | sed -n 's/^WRKJSON //p')
+  [ -n "$line" ] || { echo "$out" >&2; exit 1; }
+  cpu=$(awk -v a="$c0" -v b="$c1" -v k="$CLK" 'BEGIN{printf "%.2f", (b-a)/k}')
+  line=$(jq -c --argjson c "$c" --argjson cpu "$cpu" '{conns:$c} + . + {cpu_s:$cpu, cpu_us_per_write:(if .requests>0 then ($cpu*1e6/.requests|round) else null end)}' <<<"$line")
+  RESULTS=$(jq -c --argjson x "$line" '. + [$x]' <<<"$RESULTS")
+  jq -r '"   => pulseplane c\(.conns): \(.rps|floor) writes/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  \(.cpu_us_per_write) us CPU/write (3 nodes)  non-2xx \(.err_status) socket errors \(.err_socket)"' <<<"$line"
+done
+for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+PIDS=()
+
+ETCD="null"
+if [ "$SKIP_ETCD" != 1 ]; then
+  echo "== etcd anchor (same run): $ANCHORS/etcd_writes.sh"
+  eout=$(DURATION=$DURATION CONNS="${CONN_LIST[*]}" PREFIX_FLAGS=0 "$ANCHORS/etcd_writes.sh" 2>&1)
+  echo "$eout" | grep '=>' || true
+  ETCD=$(echo "$eout" | sed -n 's/^ANCHOR_JSON //p')
+  [ -n "$ETCD" ] || ETCD=null
+fi
+
+SUMMARY=$(jq -c -n --argjson p "$RESULTS" --argjson e "$ETCD" '
+  def run($runs; $c): ($runs // []) | map(select(.conns == $c and (.mode // "put") == "put")) | .[0];
+  {pulseplane: $p, etcd: ($e.runs // null),
+   ratios: [ $p[] | . as $r | (run($e.runs; $r.conns)) as $x
+     | select($x != null)
+     | {conns: $r.conns, rps_ratio: (($r.rps / $x.rps * 100 | round) / 100),
+        p50_ms: $r.p50_ms, etcd_p50_ms: $x.p50_ms, p99_ms: $r.p99_ms, etcd_p99_ms: $x.p99_ms} ]}')
+echo "== ratios (pulseplane / etcd, same run)"
+jq -r '.ratios[] | "   c\(.conns): \(.rps_ratio)x writes/s   p50 \(.p50_ms) vs \(.etcd_p50_ms) ms   p99 \(.p99_ms) vs \(.etcd_p99_ms) ms"' <<<"$SUMMARY"
+echo "BENCH_JSON $SUMMARY"
