@@ -64,7 +64,7 @@ pub struct Cli {
     #[arg(long, env = "PULSEPLANE_HEARTBEAT_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
     /// Lower bound of the randomized election timeout; the upper bound is
-    /// twice this.
+    /// 1.5 times this.
     #[arg(long, env = "PULSEPLANE_ELECTION_TIMEOUT", default_value = "400ms", value_parser = humantime::parse_duration)]
     pub election_timeout: Duration,
     /// Timeout of one peer RPC (append, vote).

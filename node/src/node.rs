@@ -284,7 +284,9 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         caught_up: std::sync::atomic::AtomicBool::new(false),
     });
     raft::form_cluster(&raft, &cfg).await?;
-    let app = crate::api::router(node.clone()).merge(raft::server::router(node.clone()));
+    let peer_limit = raft::server::peer_body_limit(cfg.snapshot_chunk_bytes);
+    let app =
+        crate::api::router(node.clone()).merge(raft::server::router(node.clone(), peer_limit));
     info!(
         node = cfg.node_id,
         listen = %cfg.listen,

@@ -43,7 +43,10 @@ pub fn raft_config(cfg: &NodeConfig) -> Result<Arc<Config>, StartError> {
         cluster_name: "pulseplane".into(),
         heartbeat_interval: ms(cfg.heartbeat_interval).max(1),
         election_timeout_min: ms(cfg.election_timeout),
-        election_timeout_max: ms(cfg.election_timeout) * 2,
+        // openraft's leader lease equals the upper bound, and a follower
+        // elects only after lease + timeout: a narrow range keeps failover
+        // short.
+        election_timeout_max: ms(cfg.election_timeout) * 3 / 2,
         install_snapshot_timeout: ms(cfg.snapshot_chunk_timeout),
         snapshot_max_chunk_size: cfg.snapshot_chunk_bytes,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),

@@ -40,8 +40,16 @@ pub struct LocalStatus {
     pub last_log_index: u64,
 }
 
+/// Largest peer request body: snapshot chunks (MessagePack may double the
+/// bytes) and batches of log entries. Peers are authenticated before their
+/// bodies are read.
+pub fn peer_body_limit(snapshot_chunk_bytes: u64) -> usize {
+    let chunk = usize::try_from(snapshot_chunk_bytes).unwrap_or(usize::MAX / 4);
+    chunk.saturating_mul(2).saturating_add(256 * 1024 * 1024)
+}
+
 /// The peer routes.
-pub fn router(node: Arc<Node>) -> Router {
+pub fn router(node: Arc<Node>, body_limit: usize) -> Router {
     Router::new()
         .route(PATH_APPEND, post(append))
         .route(PATH_VOTE, post(vote))
@@ -50,6 +58,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route(PATH_READ_INDEX, post(read_index))
         .route(PATH_STATUS, post(status))
         .route(PATH_ADMIN, post(admin))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(node.clone(), authenticate))
         .with_state(node)
 }

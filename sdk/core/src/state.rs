@@ -103,6 +103,22 @@ pub struct EnvState {
     pub flag_revisions: BTreeMap<String, BTreeMap<u64, Flag>>,
     pub segment_revisions: BTreeMap<String, BTreeMap<u64, Segment>>,
     pub kills: BTreeMap<String, KillRecord>,
+    /// Keys of draft flags that have prerequisites (derived from
+    /// `draft_flags`, not serialized, rebuilt on first use after loading),
+    /// so a flag write checks its dependents without scanning every draft.
+    #[serde(skip)]
+    dependents: PrerequisiteIndex,
+}
+
+/// A derived index: equal whatever it holds, since it only caches what
+/// `draft_flags` already says. `None` means "rebuild before use".
+#[derive(Clone, Debug, Default)]
+struct PrerequisiteIndex(Option<BTreeSet<String>>);
+
+impl PartialEq for PrerequisiteIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 fn invalid(path: &str, message: impl Into<String>) -> CommandError {
@@ -367,6 +383,34 @@ impl EnvState {
             flag_revisions: BTreeMap::new(),
             segment_revisions: BTreeMap::new(),
             kills: BTreeMap::new(),
+            dependents: PrerequisiteIndex(Some(BTreeSet::new())),
+        }
+    }
+
+    /// Draft flags that have prerequisites, rebuilding the index if needed.
+    fn flags_with_prerequisites(&mut self) -> &BTreeSet<String> {
+        let drafts = &self.draft_flags;
+        self.dependents.0.get_or_insert_with(|| {
+            drafts
+                .values()
+                .filter(|d| !d.item.prerequisites.is_empty())
+                .map(|d| d.item.key.clone())
+                .collect()
+        })
+    }
+
+    /// Keeps the prerequisite index in step with a changed draft.
+    fn index_prerequisites(&mut self, key: &str) {
+        let has = self
+            .draft_flags
+            .get(key)
+            .is_some_and(|d| !d.item.prerequisites.is_empty());
+        if let Some(set) = self.dependents.0.as_mut() {
+            if has {
+                set.insert(key.to_owned());
+            } else {
+                set.remove(key);
+            }
         }
     }
 
@@ -466,7 +510,9 @@ impl EnvState {
                 .map(|d| d.item.variants.iter().map(|v| v.key.clone()).collect())
         });
         // Dependents must still find the variants they require.
-        for (k, d) in &self.draft_flags {
+        self.flags_with_prerequisites();
+        let with_prerequisites = self.dependents.0.iter().flatten();
+        for (k, d) in with_prerequisites.filter_map(|k| self.draft_flags.get_key_value(k)) {
             for (i, p) in d.item.prerequisites.iter().enumerate() {
                 if p.flag == flag.key && flag.variant(&p.variant).is_none() {
                     issues.push(Issue::new(
@@ -490,14 +536,20 @@ impl EnvState {
         }
         ValidationError::check(issues)?;
         let rev = self.next_revision();
+        let key = flag.key.clone();
         store(&mut self.draft_flags, flag, rev, at, who);
+        self.index_prerequisites(&key);
         Ok(self.saved(rev))
     }
 
     fn delete_flag(&mut self, key: &str, expected: Option<u64>) -> Result<Outcome, CommandError> {
+        self.flags_with_prerequisites();
         let used_by = self
-            .draft_flags
-            .values()
+            .dependents
+            .0
+            .iter()
+            .flatten()
+            .filter_map(|k| self.draft_flags.get(k))
             .filter(|d| d.item.prerequisites.iter().any(|p| p.flag == key))
             .map(|d| d.item.key.clone())
             .collect();
@@ -506,6 +558,7 @@ impl EnvState {
             key: key.to_owned(),
         };
         remove(&mut self.draft_flags, key, expected, used_by, missing)?;
+        self.index_prerequisites(key);
         Ok(self.outcome())
     }
 

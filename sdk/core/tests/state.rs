@@ -300,6 +300,42 @@ fn references_are_kept_intact() {
     assert_eq!(h.state.env("prod").unwrap().version(), 0);
 }
 
+/// The index of flags with prerequisites is derived and not serialized: a
+/// state loaded from JSON still protects dependents, and the index follows
+/// later writes.
+#[test]
+fn dependents_are_found_after_a_reload() {
+    let mut h = Harness::new();
+    h.put(json!({"key": "base", "kind": "boolean"}));
+    h.put(json!({"key": "child", "kind": "boolean", "prerequisites": [{"flag": "base", "variant": "on"}]}));
+    h.state = serde_json::from_str(&serde_json::to_string(&h.state).unwrap()).unwrap();
+    let delete = |h: &mut Harness| {
+        h.run(Command::DeleteFlag {
+            env: "prod".into(),
+            key: "base".into(),
+            expected_revision: None,
+        })
+    };
+    assert!(matches!(delete(&mut h), Err(CommandError::InUse { .. })));
+    let drop_on = serde_json::from_value(
+        json!({"key": "base", "kind": "multivariate", "off_variant": "x",
+                                               "variants": [{"key": "x", "value": 1}]}),
+    )
+    .unwrap();
+    let dropped = h.run(Command::UpsertFlag {
+        env: "prod".into(),
+        flag: drop_on,
+        expected_revision: None,
+    });
+    assert!(
+        matches!(dropped, Err(CommandError::Invalid(_))),
+        "{dropped:?}"
+    );
+    // The child loses its prerequisite: base may go.
+    h.put(json!({"key": "child", "kind": "boolean"}));
+    assert!(delete(&mut h).is_ok());
+}
+
 #[test]
 fn publish_partial_publish_and_history() {
     let mut h = Harness::new();
