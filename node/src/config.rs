@@ -79,6 +79,11 @@ pub struct Cli {
     /// Build a snapshot (and compact the log) after this many log entries.
     #[arg(long, env = "PULSEPLANE_SNAPSHOT_LOGS", default_value_t = 10_000)]
     pub snapshot_logs: u64,
+    /// Also build a snapshot once this many commands were applied since the
+    /// last one (an entry carries many), which bounds what a restart
+    /// replays.
+    #[arg(long, env = "PULSEPLANE_SNAPSHOT_COMMANDS", default_value_t = 20_000)]
+    pub snapshot_commands: u64,
     /// Log entries kept behind the last snapshot, so a briefly lagging
     /// follower catches up from the log instead of a snapshot.
     #[arg(long, env = "PULSEPLANE_KEEP_LOGS", default_value_t = 1_000)]
@@ -129,6 +134,7 @@ pub struct NodeConfig {
     pub snapshot_chunk_timeout: Duration,
     pub snapshot_chunk_bytes: u64,
     pub snapshot_logs: u64,
+    pub snapshot_commands: u64,
     pub keep_logs: u64,
     pub write_timeout: Duration,
     pub max_batch: usize,
@@ -281,6 +287,9 @@ impl Cli {
         if self.snapshot_logs == 0 {
             return Err(invalid("--snapshot-logs", "must be at least 1"));
         }
+        if self.snapshot_commands == 0 {
+            return Err(invalid("--snapshot-commands", "must be at least 1"));
+        }
         if self.max_batch == 0 {
             return Err(invalid("--max-batch", "must be at least 1"));
         }
@@ -370,6 +379,7 @@ impl Cli {
             snapshot_chunk_timeout: self.snapshot_chunk_timeout,
             snapshot_chunk_bytes: self.snapshot_chunk_bytes,
             snapshot_logs: self.snapshot_logs,
+            snapshot_commands: self.snapshot_commands,
             keep_logs: self.keep_logs,
             write_timeout: self.write_timeout,
             max_batch: self.max_batch,

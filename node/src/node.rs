@@ -224,6 +224,28 @@ fn dev_secret(dir: &Path, name: &str) -> Result<(Secret, bool), NodeError> {
     Ok((secret, true))
 }
 
+/// Builds a snapshot once `threshold` commands were applied since the last
+/// one, checking every second: openraft's own policy counts log entries,
+/// and one entry may carry hundreds of commands.
+async fn snapshot_by_commands(node: Arc<Node>, threshold: u64, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if node.sm.commands_since_snapshot() >= threshold {
+            info!(
+                commands = node.sm.commands_since_snapshot(),
+                "building a snapshot"
+            );
+            if node.raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// Runs the node until `shutdown` fires: stops accepting, finishes the
 /// requests in flight, stops Raft (flushing the store), then returns.
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), NodeError> {
@@ -284,6 +306,11 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         caught_up: std::sync::atomic::AtomicBool::new(false),
     });
     raft::form_cluster(&raft, &cfg).await?;
+    let compactor = tokio::spawn(snapshot_by_commands(
+        node.clone(),
+        cfg.snapshot_commands,
+        tasks.clone(),
+    ));
     let peer_limit = raft::server::peer_body_limit(cfg.snapshot_chunk_bytes);
     let app =
         crate::api::router(node.clone()).merge(raft::server::router(node.clone(), peer_limit));
@@ -303,6 +330,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     info!("stopped accepting requests; stopping raft");
     tasks.cancel();
     let _ = batcher.await;
+    let _ = compactor.await;
     if let Err(e) = raft.shutdown().await {
         warn!(error = %e, "raft did not stop cleanly");
     }

@@ -69,6 +69,14 @@ impl Applied {
     }
 }
 
+/// How many commands an entry carries.
+fn commands_in(entry: &Entry<TypeConfig>) -> u64 {
+    match &entry.payload {
+        EntryPayload::Normal(p) => p.commands.len() as u64,
+        _ => 0,
+    }
+}
+
 /// The state machine store; clones share it (a clone is the snapshot builder).
 #[derive(Clone)]
 pub struct StateMachineStore {
@@ -77,6 +85,9 @@ pub struct StateMachineStore {
     snapshots_built: Arc<Mutex<u64>>,
     applied_index: watch::Sender<u64>,
     snapshot_bytes: Arc<AtomicU64>,
+    /// Commands applied since the last snapshot: what a restart would
+    /// replay.
+    since_snapshot: Arc<AtomicU64>,
 }
 
 fn synced() -> WriteOptions {
@@ -104,6 +115,8 @@ impl StateMachineStore {
         let mut applied = Applied::default();
         let mut target: Option<LogId<NodeId>> = None;
         let mut snapshot_bytes = 0;
+        let mut replayed_commands = 0u64;
+        let started = std::time::Instant::now();
         if let Some(cf) = db.cf_handle(CF_SM) {
             let meta = db.get_cf(&cf, KEY_SNAPSHOT_META)?;
             let data = db.get_cf(&cf, KEY_SNAPSHOT_DATA)?;
@@ -137,6 +150,7 @@ impl StateMachineStore {
                     break;
                 }
                 let entry = decode_entry(&bytes)?;
+                replayed_commands += commands_in(&entry);
                 applied.apply_entry(&entry);
                 expected = Some(index + 1);
             }
@@ -148,12 +162,20 @@ impl StateMachineStore {
             }
         }
         let index = applied.last_applied.map_or(0, |id| id.index);
+        tracing::info!(
+            applied_index = index,
+            snapshot_bytes,
+            replayed_commands,
+            ms = started.elapsed().as_millis() as u64,
+            "state machine loaded"
+        );
         Ok(StateMachineStore {
             db,
             applied: Arc::new(RwLock::new(applied)),
             snapshots_built: Arc::new(Mutex::new(0)),
             applied_index: watch::Sender::new(index),
             snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
+            since_snapshot: Arc::new(AtomicU64::new(replayed_commands)),
         })
     }
 
@@ -187,6 +209,12 @@ impl StateMachineStore {
     /// Watches the applied log index; it changes after every applied batch.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()
+    }
+
+    /// Commands applied since the last snapshot was built or installed:
+    /// about what a restart would replay.
+    pub fn commands_since_snapshot(&self) -> u64 {
+        self.since_snapshot.load(Ordering::Relaxed)
     }
 
     /// Size of the current snapshot's data in bytes (0 when there is none).
@@ -234,6 +262,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
         let data = {
             let applied = self.read_lock();
+            self.since_snapshot.store(0, Ordering::Relaxed);
             serde_json::to_vec(&*applied)
                 .map(|d| (d, applied.last_applied, applied.membership.clone()))
         };
@@ -291,10 +320,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let mut applied = self.write_lock();
+        let mut commands = 0;
         let results: Vec<ApplyResult> = entries
             .into_iter()
-            .map(|entry| applied.apply_entry(&entry))
+            .map(|entry| {
+                commands += commands_in(&entry);
+                applied.apply_entry(&entry)
+            })
             .collect();
+        self.since_snapshot.fetch_add(commands, Ordering::Relaxed);
         // The batch goes to the WAL before readers can see it, so a process
         // crash never loses what was seen. It is not fsynced on its own: the
         // entries it applied are already synced in the log, and the next
