@@ -82,7 +82,7 @@ pub struct Cli {
     /// Also build a snapshot once this many commands were applied since the
     /// last one (an entry carries many), which bounds what a restart
     /// replays.
-    #[arg(long, env = "PULSEPLANE_SNAPSHOT_COMMANDS", default_value_t = 20_000)]
+    #[arg(long, env = "PULSEPLANE_SNAPSHOT_COMMANDS", default_value_t = 50_000)]
     pub snapshot_commands: u64,
     /// Log entries kept behind the last snapshot, so a briefly lagging
     /// follower catches up from the log instead of a snapshot.

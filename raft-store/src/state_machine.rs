@@ -260,13 +260,23 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
-        let data = {
+        // Apply waits only for the copy; the encoding runs on a blocking
+        // thread, off the runtime's workers.
+        let copy = {
             let applied = self.read_lock();
             self.since_snapshot.store(0, Ordering::Relaxed);
-            serde_json::to_vec(&*applied)
-                .map(|d| (d, applied.last_applied, applied.membership.clone()))
+            applied.clone()
         };
-        let (data, last_applied, membership) = data.map_err(|e| sm_read(&e))?;
+        let (last_applied, membership) = (copy.last_applied, copy.membership.clone());
+        let encode = move || serde_json::to_vec(&copy);
+        let encoded = match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn_blocking(encode)
+                .await
+                .map_err(|e| sm_read(AnyError::error(format!("snapshot encoding failed: {e}"))))?,
+            Err(_) => encode(),
+        };
+        let data = encoded.map_err(|e| sm_read(&e))?;
         let n = {
             let mut built = self
                 .snapshots_built
