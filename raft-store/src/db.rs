@@ -27,7 +27,8 @@ pub enum StoreError {
 }
 
 /// Opens (creating when missing) the store at `path` and returns its log
-/// store and state machine, which share the database.
+/// store and state machine, which share the database. RocksDB lives in
+/// `path/db`, snapshot files in `path/snapshots`.
 pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -35,8 +36,8 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let cfs = [CF_LOGS, CF_META, CF_SM]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
-    let db = Arc::new(DB::open_cf_descriptors(&opts, path, cfs)?);
-    let sm = StateMachineStore::load(db.clone())?;
+    let db = Arc::new(DB::open_cf_descriptors(&opts, path.join("db"), cfs)?);
+    let sm = StateMachineStore::load(db.clone(), path.join("snapshots"))?;
     Ok((LogStore::new(db), sm))
 }
 

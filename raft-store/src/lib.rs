@@ -2,8 +2,9 @@
 //!
 //! One RocksDB database with three column families: `logs` (entries by
 //! big-endian index), `meta` (vote, committed id, last purged id) and `sm`
-//! (the current snapshot, which is the state machine's checkpoint, and the
-//! last-applied log id and membership). openraft's generics stop here and in the node's raft
+//! (the record of the current snapshot, which is the state machine's
+//! checkpoint, and the last-applied log id and membership). Snapshot data
+//! lives in files beside the database, so writing it never stalls the WAL. openraft's generics stop here and in the node's raft
 //! module.
 //!
 //! Durability: an append's flush callback fires only after the entries are

@@ -16,6 +16,7 @@
 //! its log before it serves reads.
 
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -34,8 +35,58 @@ use crate::db::{CF_LOGS, CF_SM, StoreError, decode_entry, index_key, key_index};
 
 const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
-const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
-const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+/// The current snapshot: its meta and the name of its file.
+const KEY_SNAPSHOT: &[u8] = b"snapshot";
+
+/// Where the current snapshot's data lives: a file in the snapshot dir, so
+/// that writing tens of megabytes never goes through (and stalls) the WAL
+/// that log appends share.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    file: String,
+}
+
+/// Writes `data` to `dir/name` through a synced temporary file and a
+/// rename, then syncs the dir.
+fn write_snapshot_file(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes every file in `dir` but `keep` (older snapshots, leftovers).
+fn remove_other_snapshot_files(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_str() != Some(keep) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// A file name for a snapshot: its id with anything unusual replaced.
+fn snapshot_file_name(id: &str) -> String {
+    let clean: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    format!("snapshot-{clean}.json")
+}
 
 type Membership = StoredMembership<NodeId, BasicNode>;
 type StoreResult<T> = Result<T, StorageError<NodeId>>;
@@ -81,6 +132,10 @@ fn commands_in(entry: &Entry<TypeConfig>) -> u64 {
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<DB>,
+    snapshot_dir: PathBuf,
+    /// Serialises snapshot file and record updates (a build runs in its own
+    /// task and may overlap an install).
+    snapshot_io: Arc<tokio::sync::Mutex<()>>,
     applied: Arc<RwLock<Applied>>,
     snapshots_built: Arc<Mutex<u64>>,
     applied_index: watch::Sender<u64>,
@@ -111,17 +166,20 @@ fn corrupt(what: String) -> StoreError {
 impl StateMachineStore {
     /// Loads the checkpoint persisted in `db` and replays the log after it
     /// up to the persisted last-applied id (empty when there is nothing).
-    pub(crate) fn load(db: Arc<DB>) -> Result<StateMachineStore, StoreError> {
+    pub(crate) fn load(
+        db: Arc<DB>,
+        snapshot_dir: PathBuf,
+    ) -> Result<StateMachineStore, StoreError> {
         let mut applied = Applied::default();
         let mut target: Option<LogId<NodeId>> = None;
         let mut snapshot_bytes = 0;
         let mut replayed_commands = 0u64;
         let started = std::time::Instant::now();
         if let Some(cf) = db.cf_handle(CF_SM) {
-            let meta = db.get_cf(&cf, KEY_SNAPSHOT_META)?;
-            let data = db.get_cf(&cf, KEY_SNAPSHOT_DATA)?;
-            if let (Some(meta), Some(data)) = (meta, data) {
-                let meta: SnapshotMeta<NodeId, BasicNode> = serde_json::from_slice(&meta)?;
+            if let Some(record) = db.get_cf(&cf, KEY_SNAPSHOT)? {
+                let StoredSnapshot { meta, file } = serde_json::from_slice(&record)?;
+                let data = std::fs::read(snapshot_dir.join(&file))
+                    .map_err(|e| corrupt(format!("cannot read the snapshot file {file}: {e}")))?;
                 snapshot_bytes = data.len() as u64;
                 applied = serde_json::from_slice(&data)?;
                 applied.last_applied = meta.last_log_id;
@@ -171,6 +229,8 @@ impl StateMachineStore {
         );
         Ok(StateMachineStore {
             db,
+            snapshot_dir,
+            snapshot_io: Arc::new(tokio::sync::Mutex::new(())),
             applied: Arc::new(RwLock::new(applied)),
             snapshots_built: Arc::new(Mutex::new(0)),
             applied_index: watch::Sender::new(index),
@@ -209,6 +269,28 @@ impl StateMachineStore {
     /// Watches the applied log index; it changes after every applied batch.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.applied_index.subscribe()
+    }
+
+    /// Writes a snapshot's data to its file on a blocking thread; returns
+    /// the data and the file name.
+    async fn store_snapshot_file(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: Vec<u8>,
+    ) -> StoreResult<(Vec<u8>, String)> {
+        let file = snapshot_file_name(&meta.snapshot_id);
+        let (dir, name) = (self.snapshot_dir.clone(), file.clone());
+        let write = move || write_snapshot_file(&dir, &name, &data).map(|()| data);
+        let written = match tokio::runtime::Handle::try_current() {
+            Ok(h) => h.spawn_blocking(write).await.map_err(|e| {
+                sm_write(AnyError::error(format!("writing the snapshot failed: {e}")))
+            })?,
+            Err(_) => write(),
+        };
+        let data = written.map_err(|e| {
+            StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
+        })?;
+        Ok((data, file))
     }
 
     /// Commands applied since the last snapshot was built or installed:
@@ -294,18 +376,36 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership: membership,
             snapshot_id,
         };
-        let meta_json = serde_json::to_vec(&meta).map_err(|e| sm_read(&e))?;
+        // The snapshot becomes the checkpoint: its file first, then the
+        // record pointing at it; unless an install overtook this build.
+        let _io = self.snapshot_io.lock().await;
         let cf = self
             .db
             .cf_handle(CF_SM)
             .ok_or_else(|| sm_write(AnyError::error("column family sm is missing")))?;
-        // The snapshot becomes the checkpoint: meta and data in one write.
-        let mut batch = WriteBatch::default();
-        batch.put_cf(&cf, KEY_SNAPSHOT_META, meta_json);
-        batch.put_cf(&cf, KEY_SNAPSHOT_DATA, &data);
-        self.db.write_opt(batch, &synced()).map_err(|e| {
-            StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
-        })?;
+        let current: Option<StoredSnapshot> = self
+            .db
+            .get_cf(&cf, KEY_SNAPSHOT)
+            .map_err(|e| sm_read(&e))?
+            .and_then(|r| serde_json::from_slice(&r).ok());
+        if current.is_some_and(|c| c.meta.last_log_id >= meta.last_log_id) {
+            return Ok(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            });
+        }
+        let (data, file) = self.store_snapshot_file(&meta, data).await?;
+        let record = serde_json::to_vec(&StoredSnapshot {
+            meta: meta.clone(),
+            file: file.clone(),
+        })
+        .map_err(|e| sm_write(&e))?;
+        self.db
+            .put_cf_opt(&cf, KEY_SNAPSHOT, record, &synced())
+            .map_err(|e| {
+                StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), &e))
+            })?;
+        remove_other_snapshot_files(&self.snapshot_dir, &file);
         self.snapshot_bytes
             .store(data.len() as u64, Ordering::Relaxed);
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
@@ -370,18 +470,21 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })?;
         installed.last_applied = meta.last_log_id;
         installed.membership = meta.last_membership.clone();
-        let meta_json = serde_json::to_vec(meta).map_err(|e| sm_write(&e))?;
+        let _io = self.snapshot_io.lock().await;
+        let (data, file) = self.store_snapshot_file(meta, data).await?;
+        let record = serde_json::to_vec(&StoredSnapshot {
+            meta: meta.clone(),
+            file: file.clone(),
+        })
+        .map_err(|e| sm_write(&e))?;
         let mut applied = self.write_lock();
-        // Checkpoint, last-applied id and membership in one synced batch:
-        // the install is atomic.
-        self.persist(
-            &installed,
-            &[(KEY_SNAPSHOT_META, &meta_json), (KEY_SNAPSHOT_DATA, &data)],
-            true,
-        )
-        .map_err(|e| {
-            StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), e))
-        })?;
+        // The snapshot record, last-applied id and membership in one synced
+        // batch: the install is atomic.
+        self.persist(&installed, &[(KEY_SNAPSHOT, &record)], true)
+            .map_err(|e| {
+                StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), e))
+            })?;
+        remove_other_snapshot_files(&self.snapshot_dir, &file);
         *applied = installed;
         self.snapshot_bytes
             .store(data.len() as u64, Ordering::Relaxed);
@@ -395,24 +498,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .db
             .cf_handle(CF_SM)
             .ok_or_else(|| sm_read(AnyError::error("column family sm is missing")))?;
-        let meta = self
-            .db
-            .get_cf(&cf, KEY_SNAPSHOT_META)
-            .map_err(|e| sm_read(&e))?;
-        let data = self
-            .db
-            .get_cf(&cf, KEY_SNAPSHOT_DATA)
-            .map_err(|e| sm_read(&e))?;
-        match (meta, data) {
-            (Some(meta), Some(data)) => {
-                let meta: SnapshotMeta<NodeId, BasicNode> =
-                    serde_json::from_slice(&meta).map_err(|e| sm_read(&e))?;
-                Ok(Some(Snapshot {
-                    meta,
-                    snapshot: Box::new(Cursor::new(data)),
-                }))
-            }
-            _ => Ok(None),
-        }
+        let Some(record) = self.db.get_cf(&cf, KEY_SNAPSHOT).map_err(|e| sm_read(&e))? else {
+            return Ok(None);
+        };
+        let StoredSnapshot { meta, file } =
+            serde_json::from_slice(&record).map_err(|e| sm_read(&e))?;
+        let data = std::fs::read(self.snapshot_dir.join(&file)).map_err(|e| {
+            StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
+        })?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }
