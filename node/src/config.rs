@@ -77,7 +77,7 @@ pub struct Cli {
     #[arg(long, env = "PULSEPLANE_SNAPSHOT_CHUNK_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub snapshot_chunk_bytes: u64,
     /// Build a snapshot (and compact the log) after this many log entries.
-    #[arg(long, env = "PULSEPLANE_SNAPSHOT_LOGS", default_value_t = 10_000)]
+    #[arg(long, env = "PULSEPLANE_SNAPSHOT_LOGS", default_value_t = 100_000)]
     pub snapshot_logs: u64,
     /// Also build a snapshot once this many commands were applied since the
     /// last one (an entry carries many), which bounds what a restart

@@ -47,6 +47,9 @@ struct StoredSnapshot {
     file: String,
 }
 
+/// How much snapshot data is written between syncs.
+const SNAPSHOT_SYNC_BYTES: usize = 2 * 1024 * 1024;
+
 /// Writes `data` to `dir/name` through a synced temporary file and a
 /// rename, then syncs the dir.
 fn write_snapshot_file(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
@@ -54,7 +57,12 @@ fn write_snapshot_file(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<(
     std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!("{name}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
+    // Synced a few megabytes at a time: a large burst of dirty pages would
+    // make the WAL's own syncs wait behind its writeback.
+    for chunk in data.chunks(SNAPSHOT_SYNC_BYTES) {
+        f.write_all(chunk)?;
+        f.sync_data()?;
+    }
     f.sync_all()?;
     std::fs::rename(&tmp, dir.join(name))?;
     std::fs::File::open(dir)?.sync_all()
