@@ -89,12 +89,8 @@ async fn kill(
     Path((env, flag)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<WriteOk, ApiError> {
-    let b: MessageBody = parse_body(&body)?;
-    let command = Command::Kill {
-        env,
-        flag,
-        message: b.message,
-    };
+    let message = parse_body::<MessageBody>(&body)?.message;
+    let command = Command::Kill { env, flag, message };
     submit(&node, &headers, &actor, command, StatusCode::OK).await
 }
 
@@ -105,11 +101,7 @@ async fn restore(
     Path((env, flag)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<WriteOk, ApiError> {
-    let b: MessageBody = parse_body(&body)?;
-    let command = Command::Restore {
-        env,
-        flag,
-        message: b.message,
-    };
+    let message = parse_body::<MessageBody>(&body)?.message;
+    let command = Command::Restore { env, flag, message };
     submit(&node, &headers, &actor, command, StatusCode::OK).await
 }

@@ -80,31 +80,12 @@ impl PeerClient {
             .timeout(timeout)
             .send();
         let address = address.to_owned();
-        let response = send.await.map_err(|source| {
-            if source.is_timeout() {
-                PeerError::Timeout {
-                    address: address.clone(),
-                }
-            } else {
-                PeerError::Unreachable {
-                    address: address.clone(),
-                    source,
-                }
-            }
-        })?;
+        let response = send.await.map_err(|e| transport_error(&address, e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|source| {
-            if source.is_timeout() {
-                PeerError::Timeout {
-                    address: address.clone(),
-                }
-            } else {
-                PeerError::Unreachable {
-                    address: address.clone(),
-                    source,
-                }
-            }
-        })?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&address, e))?;
         if !status.is_success() {
             return Err(PeerError::Refused {
                 address,
@@ -116,5 +97,19 @@ impl PeerClient {
             address,
             problem: e.to_string(),
         })
+    }
+}
+
+/// A failed send or receive: a timeout, or the peer is unreachable.
+fn transport_error(address: &str, source: reqwest::Error) -> PeerError {
+    if source.is_timeout() {
+        PeerError::Timeout {
+            address: address.to_owned(),
+        }
+    } else {
+        PeerError::Unreachable {
+            address: address.to_owned(),
+            source,
+        }
     }
 }
