@@ -25,8 +25,6 @@ struct Identity {
 pub struct DataDir {
     path: PathBuf,
     _lock: File,
-    /// True when the dir held no node before this start.
-    pub fresh: bool,
 }
 
 /// Why a data dir cannot be used.
@@ -92,7 +90,7 @@ impl DataDir {
             node_id,
             cluster: cluster_fingerprint.to_owned(),
         };
-        let fresh = match std::fs::read(&identity_path) {
+        match std::fs::read(&identity_path) {
             Ok(bytes) => {
                 let found: Identity =
                     serde_json::from_slice(&bytes).map_err(|e| DataDirError::BadIdentity {
@@ -109,7 +107,6 @@ impl DataDir {
                 if found.cluster != want.cluster {
                     return Err(DataDirError::OtherCluster(path.to_owned()));
                 }
-                false
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if path.join("raft").exists() {
@@ -124,14 +121,12 @@ impl DataDir {
                         problem: e.to_string(),
                     })?;
                 write_atomic(&identity_path, &bytes)?;
-                true
             }
             Err(e) => return Err(io(&identity_path)(e)),
-        };
+        }
         Ok(DataDir {
             path: path.to_owned(),
             _lock: lock,
-            fresh,
         })
     }
 
@@ -169,13 +164,13 @@ mod tests {
     fn identity_is_checked_and_the_dir_locked() {
         let tmp = tempfile::tempdir().unwrap();
         let d = DataDir::open(tmp.path(), 1, "aa").unwrap();
-        assert!(d.fresh);
+        assert!(tmp.path().join(IDENTITY_FILE).exists());
         assert!(matches!(
             DataDir::open(tmp.path(), 1, "aa"),
             Err(DataDirError::InUse(_))
         ));
         drop(d);
-        assert!(!DataDir::open(tmp.path(), 1, "aa").unwrap().fresh);
+        assert!(DataDir::open(tmp.path(), 1, "aa").is_ok());
         assert!(matches!(
             DataDir::open(tmp.path(), 2, "aa"),
             Err(DataDirError::OtherNode { found: 1, .. })

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use pulseplane_core::{CommandEnvelope, CommandError, Outcome};
 use pulseplane_raft_store::{NodeId, Proposal};
 use serde::{Deserialize, Serialize};
@@ -264,13 +264,5 @@ async fn batcher(
                 }
             }
         });
-    }
-}
-
-/// Maps a Raft error from a forwarded or local call to a write error.
-pub fn from_raft<E: std::fmt::Debug>(e: RaftError<NodeId, E>) -> WriteError {
-    match e {
-        RaftError::APIError(_) => WriteError::NotLeader { leader: None },
-        RaftError::Fatal(_) => WriteError::ShuttingDown,
     }
 }
