@@ -352,11 +352,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
         // Apply waits only for the copy; the encoding runs on a blocking
         // thread, off the runtime's workers.
+        let started = std::time::Instant::now();
         let copy = {
             let applied = self.read_lock();
             self.since_snapshot.store(0, Ordering::Relaxed);
             applied.clone()
         };
+        let copied = started.elapsed();
         let (last_applied, membership) = (copy.last_applied, copy.membership.clone());
         let encode = move || serde_json::to_vec(&copy);
         let encoded = match tokio::runtime::Handle::try_current() {
@@ -416,7 +418,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         remove_other_snapshot_files(&self.snapshot_dir, &file);
         self.snapshot_bytes
             .store(data.len() as u64, Ordering::Relaxed);
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot built");
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            bytes = data.len(),
+            copy_ms = copied.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
