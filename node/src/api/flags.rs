@@ -170,12 +170,7 @@ async fn upsert(
             format!("{:?} differs from the key in the path {key:?}", flag.key),
         ));
     }
-    let created = node.sm.read(|_, s| {
-        s.env(&env)
-            .map(|e| !e.draft_flags.contains_key(&flag.key))
-            .unwrap_or(false)
-    });
-    submit(
+    let mut ok = submit(
         &node,
         &headers,
         &actor,
@@ -184,13 +179,13 @@ async fn upsert(
             flag,
             expected_revision: expected,
         },
-        if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        },
+        StatusCode::OK,
     )
-    .await
+    .await?;
+    if ok.body.outcome.created && !ok.body.outcome.replayed {
+        ok.status = StatusCode::CREATED;
+    }
+    Ok(ok)
 }
 
 async fn remove(

@@ -154,6 +154,10 @@ pub struct Outcome {
     /// Segments whose published state changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed_segments: Vec<String>,
+    /// True when a flag or segment write created the draft (it did not
+    /// exist before).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
     /// True when the command was a retry answered from the idempotency log.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,

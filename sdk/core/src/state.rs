@@ -537,9 +537,13 @@ impl EnvState {
         ValidationError::check(issues)?;
         let rev = self.next_revision();
         let key = flag.key.clone();
+        let created = !self.draft_flags.contains_key(&key);
         store(&mut self.draft_flags, flag, rev, at, who);
         self.index_prerequisites(&key);
-        Ok(self.saved(rev))
+        Ok(Outcome {
+            created,
+            ..self.saved(rev)
+        })
     }
 
     fn delete_flag(&mut self, key: &str, expected: Option<u64>) -> Result<Outcome, CommandError> {
@@ -581,8 +585,12 @@ impl EnvState {
         }
         ValidationError::check(validate_segment(&segment))?;
         let rev = self.next_revision();
+        let created = !self.draft_segments.contains_key(segment.key.as_str());
         store(&mut self.draft_segments, segment, rev, at, who);
-        Ok(self.saved(rev))
+        Ok(Outcome {
+            created,
+            ..self.saved(rev)
+        })
     }
 
     fn delete_segment(
@@ -768,6 +776,7 @@ impl EnvState {
             revision: None,
             changed_flags,
             changed_segments,
+            created: false,
             replayed: false,
         })
     }
