@@ -26,6 +26,16 @@ pub const PATH_PROPOSE: &str = "/raft/propose";
 /// the next entry takes all of it.
 const IN_FLIGHT: usize = 2;
 
+/// An entry stops taking commands once it holds this many bytes (so one
+/// entry is at most this plus one request body), which keeps every append
+/// RPC within the peer body limit.
+pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
+
+/// About how many bytes `command` takes in the log.
+fn approx_size(command: &CommandEnvelope) -> usize {
+    serde_json::to_vec(command).map_or(0, |v| v.len())
+}
+
 /// A committed write: the log index of its entry and the command's result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Committed {
@@ -54,6 +64,8 @@ pub enum WriteError {
 
 struct Pending {
     command: CommandEnvelope,
+    /// Approximate encoded size, to bound an entry's bytes.
+    size: usize,
     respond_to: oneshot::Sender<Result<Committed, WriteError>>,
 }
 
@@ -103,6 +115,7 @@ impl Writer {
     /// Commits `command` through the leader, wherever it is, retrying across
     /// leader changes until the deadline.
     pub async fn write(&self, command: CommandEnvelope) -> Result<Committed, WriteError> {
+        let mut size = None;
         let deadline = Instant::now() + self.inner.timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -111,7 +124,9 @@ impl Writer {
                 Some(l) if l == self.inner.id => {
                     // A leader that lost its quorum never commits: bound the wait.
                     let left = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(left, self.propose_local(command.clone())).await {
+                    let size = *size.get_or_insert_with(|| approx_size(&command));
+                    let proposed = self.propose_local(command.clone(), size);
+                    match tokio::time::timeout(left, proposed).await {
                         Ok(r) => r,
                         Err(_) => return Err(WriteError::Timeout),
                     }
@@ -141,12 +156,17 @@ impl Writer {
     }
 
     /// Queues `command` for the local batcher (this node believes it leads).
-    pub async fn propose_local(&self, command: CommandEnvelope) -> Result<Committed, WriteError> {
+    pub async fn propose_local(
+        &self,
+        command: CommandEnvelope,
+        size: usize,
+    ) -> Result<Committed, WriteError> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .queue
             .send(Pending {
                 command,
+                size,
                 respond_to: tx,
             })
             .await
@@ -195,8 +215,8 @@ impl Writer {
     }
 }
 
-/// Takes what is queued, up to `max_batch` commands, and proposes it as one
-/// entry; up to [`IN_FLIGHT`] entries commit at once.
+/// Takes what is queued, up to `max_batch` commands or
+/// [`MAX_ENTRY_BYTES`], and proposes it as one entry; up to [`IN_FLIGHT`] entries commit at once.
 async fn batcher(
     raft: Raft,
     mut rx: mpsc::Receiver<Pending>,
@@ -219,10 +239,14 @@ async fn batcher(
                 None => break,
             },
         };
+        let mut bytes = first.size;
         let mut batch = vec![first];
-        while batch.len() < max_batch {
+        while batch.len() < max_batch && bytes < MAX_ENTRY_BYTES {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    bytes += p.size;
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }

@@ -41,8 +41,9 @@ pub struct LocalStatus {
 }
 
 /// Largest peer request body: snapshot chunks (MessagePack may double the
-/// bytes) and batches of log entries. Peers are authenticated before their
-/// bodies are read.
+/// bytes) and appends of up to `max_payload_entries` (16) entries of at
+/// most `MAX_ENTRY_BYTES` plus one request body each. Peers are
+/// authenticated before their bodies are read.
 pub fn peer_body_limit(snapshot_chunk_bytes: u64) -> usize {
     let chunk = usize::try_from(snapshot_chunk_bytes).unwrap_or(usize::MAX / 4);
     chunk.saturating_mul(2).saturating_add(256 * 1024 * 1024)
@@ -151,7 +152,7 @@ async fn propose(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     };
     let leader = node.raft.metrics().borrow().current_leader;
     let answer = if leader == Some(node.id) {
-        node.writer.propose_local(cmd).await
+        node.writer.propose_local(cmd, body.len()).await
     } else {
         Err(WriteError::NotLeader { leader })
     };
