@@ -29,12 +29,11 @@ const IN_FLIGHT: usize = 2;
 /// An entry stops taking commands once it holds this many bytes (so one
 /// entry is at most this plus one request body), which keeps every append
 /// RPC within the peer body limit.
-pub const MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
 
-/// About how many bytes `command` takes in the log.
-fn approx_size(command: &CommandEnvelope) -> usize {
-    serde_json::to_vec(command).map_or(0, |v| v.len())
-}
+/// What a command costs in an entry besides its request body (keys,
+/// actor, envelope).
+const COMMAND_OVERHEAD_BYTES: usize = 512;
 
 /// A committed write: the log index of its entry and the command's result.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,9 +112,14 @@ impl Writer {
     }
 
     /// Commits `command` through the leader, wherever it is, retrying across
-    /// leader changes until the deadline.
-    pub async fn write(&self, command: CommandEnvelope) -> Result<Committed, WriteError> {
-        let mut size = None;
+    /// leader changes until the deadline. `body_len` is the size of the
+    /// request that carried it.
+    pub async fn write(
+        &self,
+        command: CommandEnvelope,
+        body_len: usize,
+    ) -> Result<Committed, WriteError> {
+        let size = body_len.saturating_add(COMMAND_OVERHEAD_BYTES);
         let deadline = Instant::now() + self.inner.timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -124,7 +128,6 @@ impl Writer {
                 Some(l) if l == self.inner.id => {
                     // A leader that lost its quorum never commits: bound the wait.
                     let left = deadline.saturating_duration_since(Instant::now());
-                    let size = *size.get_or_insert_with(|| approx_size(&command));
                     let proposed = self.propose_local(command.clone(), size);
                     match tokio::time::timeout(left, proposed).await {
                         Ok(r) => r,

@@ -219,12 +219,14 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
-/// Commits `command` through the leader and maps its result.
+/// Commits `command` through the leader and maps its result. `body_len`
+/// (the request body's size) sizes the command for batching.
 pub async fn submit(
     node: &Arc<Node>,
     headers: &HeaderMap,
     actor: &Actor,
     command: Command,
+    body_len: usize,
     status: StatusCode,
 ) -> Result<WriteOk, ApiError> {
     let envelope = CommandEnvelope {
@@ -233,7 +235,7 @@ pub async fn submit(
         at_ms: now_ms(),
         command,
     };
-    let committed = node.writer.write(envelope).await?;
+    let committed = node.writer.write(envelope, body_len).await?;
     let outcome = committed.result?;
     Ok(WriteOk {
         status: if outcome.replayed {

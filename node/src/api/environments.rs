@@ -75,6 +75,7 @@ async fn create(
         &headers,
         &actor,
         Command::CreateEnvironment { key: req.key, name },
+        body.len(),
         StatusCode::CREATED,
     )
     .await
@@ -140,6 +141,7 @@ async fn remove(
             key: env,
             force: q.force,
         },
+        0,
         StatusCode::OK,
     )
     .await

@@ -179,6 +179,7 @@ async fn upsert(
             flag,
             expected_revision: expected,
         },
+        body.len(),
         StatusCode::OK,
     )
     .await?;
@@ -204,6 +205,7 @@ async fn remove(
             key,
             expected_revision: expected,
         },
+        0,
         StatusCode::OK,
     )
     .await

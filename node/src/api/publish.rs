@@ -48,7 +48,7 @@ async fn publish(
         flags: b.flags,
         segments: b.segments,
     };
-    submit(&node, &headers, &actor, command, StatusCode::OK).await
+    submit(&node, &headers, &actor, command, body.len(), StatusCode::OK).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,7 +72,7 @@ async fn rollback(
         to_version: b.to_version,
         message: b.message,
     };
-    submit(&node, &headers, &actor, command, StatusCode::OK).await
+    submit(&node, &headers, &actor, command, body.len(), StatusCode::OK).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -91,7 +91,7 @@ async fn kill(
 ) -> Result<WriteOk, ApiError> {
     let message = parse_body::<MessageBody>(&body)?.message;
     let command = Command::Kill { env, flag, message };
-    submit(&node, &headers, &actor, command, StatusCode::OK).await
+    submit(&node, &headers, &actor, command, body.len(), StatusCode::OK).await
 }
 
 async fn restore(
@@ -103,5 +103,5 @@ async fn restore(
 ) -> Result<WriteOk, ApiError> {
     let message = parse_body::<MessageBody>(&body)?.message;
     let command = Command::Restore { env, flag, message };
-    submit(&node, &headers, &actor, command, StatusCode::OK).await
+    submit(&node, &headers, &actor, command, body.len(), StatusCode::OK).await
 }

@@ -51,9 +51,9 @@ pub fn raft_config(cfg: &NodeConfig) -> Result<Arc<Config>, StartError> {
         snapshot_max_chunk_size: cfg.snapshot_chunk_bytes,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
         max_in_snapshot_log_to_keep: cfg.keep_logs,
-        // With entries of up to ~5 MiB (see write::MAX_ENTRY_BYTES), 16 per
+        // With entries of up to ~2 MiB (see write::MAX_ENTRY_BYTES), 64 per
         // append keeps an append within the peer body limit.
-        max_payload_entries: 16,
+        max_payload_entries: 64,
         replication_lag_threshold: cfg.keep_logs.max(1),
         ..Default::default()
     };

@@ -41,8 +41,9 @@ pub struct LocalStatus {
 }
 
 /// Largest peer request body: snapshot chunks (MessagePack may double the
-/// bytes) and appends of up to `max_payload_entries` (16) entries of at
-/// most `MAX_ENTRY_BYTES` plus one request body each. Peers are
+/// bytes) and appends of up to `max_payload_entries` (64) entries of at
+/// most `MAX_ENTRY_BYTES` plus one request body each (1 MiB + 1 MiB by
+/// default). Peers are
 /// authenticated before their bodies are read.
 pub fn peer_body_limit(snapshot_chunk_bytes: u64) -> usize {
     let chunk = usize::try_from(snapshot_chunk_bytes).unwrap_or(usize::MAX / 4);
