@@ -101,6 +101,14 @@ pub enum Command {
         #[serde(default)]
         message: String,
     },
+    /// Changes the cluster-wide retention settings; absent fields keep
+    /// their value.
+    Configure {
+        #[serde(default)]
+        idempotency_window_ms: Option<i64>,
+        #[serde(default)]
+        version_retention: Option<u64>,
+    },
 }
 
 impl Command {
@@ -118,6 +126,7 @@ impl Command {
             | Command::Rollback { env, .. }
             | Command::Kill { env, .. }
             | Command::Restore { env, .. } => env,
+            Command::Configure { .. } => "",
         }
     }
 
@@ -135,6 +144,7 @@ impl Command {
             Command::Rollback { .. } => "rollback",
             Command::Kill { .. } => "kill",
             Command::Restore { .. } => "restore",
+            Command::Configure { .. } => "configure",
         }
     }
 }

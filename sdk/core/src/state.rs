@@ -16,8 +16,17 @@ use crate::limits::{
 use crate::model::{Environment, Flag, Operator, Segment};
 use crate::snapshot::{Snapshot, canonical_sha256};
 
-/// How long a command's idempotency key is remembered, by command time.
+/// How long a command's idempotency key is remembered, by command time,
+/// unless the settings say otherwise.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+/// How many versions of each environment are kept, unless the settings say
+/// otherwise.
+pub const VERSION_RETENTION: u64 = 1000;
+/// Bounds of the settings.
+pub const MIN_IDEMPOTENCY_WINDOW_MS: i64 = 60 * 1000;
+pub const MAX_IDEMPOTENCY_WINDOW_MS: i64 = 30 * 24 * 3600 * 1000;
+pub const MIN_VERSION_RETENTION: u64 = 2;
+pub const MAX_VERSION_RETENTION: u64 = 100_000;
 /// How many idempotency keys are remembered at most.
 pub const IDEMPOTENCY_MAX_KEYS: usize = 100_000;
 
@@ -26,6 +35,29 @@ pub const IDEMPOTENCY_MAX_KEYS: usize = 100_000;
 pub struct State {
     pub environments: BTreeMap<String, EnvState>,
     pub idempotency: IdempotencyLog,
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// Cluster-wide settings, replicated like everything else so that every
+/// replica expires and prunes alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// How long an idempotency key is remembered, in milliseconds.
+    pub idempotency_window_ms: i64,
+    /// How many versions each environment keeps; older ones are dropped
+    /// (and can no longer be read or rolled back to).
+    pub version_retention: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            idempotency_window_ms: IDEMPOTENCY_WINDOW_MS,
+            version_retention: VERSION_RETENTION,
+        }
+    }
 }
 
 /// Recent commands by idempotency key, oldest first.
@@ -159,7 +191,8 @@ impl State {
             ));
         }
         let fingerprint = canonical_sha256(&serde_json::to_value(&cmd.command).unwrap_or_default());
-        let horizon = cmd.at_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
+        let window = self.settings.idempotency_window_ms;
+        let horizon = cmd.at_ms.saturating_sub(window);
         if let Some(prev) = self.idempotency.entries.get(&cmd.idempotency_key) {
             if prev.at_ms >= horizon {
                 if prev.command != fingerprint {
@@ -178,7 +211,8 @@ impl State {
         // so its retry is simply evaluated again. (Refusal messages also come
         // from third-party parsers and must not enter the replicated state.)
         if let Ok(outcome) = &result {
-            self.idempotency.remember(cmd, fingerprint, outcome.clone());
+            self.idempotency
+                .remember(cmd, fingerprint, outcome.clone(), window);
         }
         result
     }
@@ -186,7 +220,7 @@ impl State {
     fn apply_new(&mut self, cmd: &CommandEnvelope) -> Result<Outcome, CommandError> {
         let at = cmd.at_ms;
         let who = cmd.actor.as_str();
-        match &cmd.command {
+        let result = match &cmd.command {
             Command::CreateEnvironment { key, name } => {
                 check_env_fields(key, name)?;
                 if self.environments.contains_key(key) {
@@ -272,7 +306,57 @@ impl State {
                 check_message(message)?;
                 self.env_mut(env)?.restore(flag, message, at, who)
             }
+            Command::Configure {
+                idempotency_window_ms,
+                version_retention,
+            } => self.configure(*idempotency_window_ms, *version_retention),
+        };
+        result.inspect(|outcome| {
+            // Versions beyond the retention are dropped after every new one.
+            let keep = self.settings.version_retention;
+            if outcome.env_version > 0 {
+                if let Some(e) = self.environments.get_mut(&outcome.env) {
+                    e.prune_versions(keep);
+                }
+            }
+        })
+    }
+
+    fn configure(
+        &mut self,
+        window: Option<i64>,
+        retention: Option<u64>,
+    ) -> Result<Outcome, CommandError> {
+        let mut issues = Vec::new();
+        if let Some(w) = window {
+            if !(MIN_IDEMPOTENCY_WINDOW_MS..=MAX_IDEMPOTENCY_WINDOW_MS).contains(&w) {
+                issues.push(Issue::new(
+                    "/idempotency_window_ms",
+                    format!(
+                        "must be {MIN_IDEMPOTENCY_WINDOW_MS} to {MAX_IDEMPOTENCY_WINDOW_MS} ms"
+                    ),
+                ));
+            }
         }
+        if let Some(r) = retention {
+            if !(MIN_VERSION_RETENTION..=MAX_VERSION_RETENTION).contains(&r) {
+                issues.push(Issue::new(
+                    "/version_retention",
+                    format!("must be {MIN_VERSION_RETENTION} to {MAX_VERSION_RETENTION}"),
+                ));
+            }
+        }
+        ValidationError::check(issues)?;
+        if let Some(w) = window {
+            self.settings.idempotency_window_ms = w;
+        }
+        if let Some(r) = retention {
+            self.settings.version_retention = r;
+            for e in self.environments.values_mut() {
+                e.prune_versions(r);
+            }
+        }
+        Ok(Outcome::default())
     }
 
     /// An environment by key.
@@ -313,8 +397,8 @@ fn check_env_fields(key: &str, name: &str) -> Result<(), CommandError> {
 }
 
 impl IdempotencyLog {
-    fn remember(&mut self, cmd: &CommandEnvelope, command: String, outcome: Outcome) {
-        let horizon = cmd.at_ms.saturating_sub(IDEMPOTENCY_WINDOW_MS);
+    fn remember(&mut self, cmd: &CommandEnvelope, command: String, outcome: Outcome, window: i64) {
+        let horizon = cmd.at_ms.saturating_sub(window);
         while let Some(oldest) = self.order.front() {
             let expired = self.entries.get(oldest).is_none_or(|r| r.at_ms < horizon);
             if !expired && self.order.len() < IDEMPOTENCY_MAX_KEYS {
@@ -424,7 +508,72 @@ impl EnvState {
 
     /// The current published version; 0 before the first publish.
     pub fn version(&self) -> u64 {
-        self.versions.len() as u64
+        self.versions.last().map_or(0, |v| v.version)
+    }
+
+    /// A retained version by number.
+    pub fn version_record(&self, version: u64) -> Option<&VersionRecord> {
+        let first = self.versions.first()?.version;
+        let i = usize::try_from(version.checked_sub(first)?).ok()?;
+        self.versions.get(i)
+    }
+
+    /// The content of a retained version as served to SDKs (kill switches
+    /// as they were in force when it was made are not replayed: the
+    /// content is the versioned flags, and `killed` lists the kills in
+    /// force now).
+    pub fn version_flags(&self, record: &VersionRecord) -> Vec<Flag> {
+        record
+            .flags
+            .iter()
+            .filter_map(|(k, rev)| self.flag_revisions.get(k)?.get(rev).cloned())
+            .collect()
+    }
+
+    /// The segments of a retained version.
+    pub fn version_segments(&self, record: &VersionRecord) -> Vec<Segment> {
+        record
+            .segments
+            .iter()
+            .filter_map(|(k, rev)| self.segment_revisions.get(k)?.get(rev).cloned())
+            .collect()
+    }
+
+    /// Drops the oldest versions beyond `keep`, and the published revisions
+    /// no retained version refers to. Runs in bulk (once 10% over), so a
+    /// publish pays for the sweep only now and then.
+    fn prune_versions(&mut self, keep: u64) {
+        let keep = usize::try_from(keep.max(1)).unwrap_or(usize::MAX);
+        let slack = keep / 10;
+        if self.versions.len() <= keep.saturating_add(slack) {
+            return;
+        }
+        let excess = self.versions.len() - keep;
+        self.versions.drain(..excess);
+        let mut flags: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+        let mut segments: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+        for v in &self.versions {
+            for (k, r) in &v.flags {
+                flags.entry(k).or_default().insert(*r);
+            }
+            for (k, r) in &v.segments {
+                segments.entry(k).or_default().insert(*r);
+            }
+        }
+        let flags: BTreeMap<String, BTreeSet<u64>> =
+            flags.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let segments: BTreeMap<String, BTreeSet<u64>> =
+            segments.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        self.flag_revisions.retain(|k, revs| {
+            let live = flags.get(k);
+            revs.retain(|r, _| live.is_some_and(|l| l.contains(r)));
+            !revs.is_empty()
+        });
+        self.segment_revisions.retain(|k, revs| {
+            let live = segments.get(k);
+            revs.retain(|r, _| live.is_some_and(|l| l.contains(r)));
+            !revs.is_empty()
+        });
     }
 
     fn current(&self) -> Option<&VersionRecord> {
@@ -802,11 +951,7 @@ impl EnvState {
                 })
                 .map_or(0, |v| v.version),
         };
-        let Some(target) = to
-            .checked_sub(1)
-            .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| self.versions.get(i))
-        else {
+        let Some(target) = self.version_record(to) else {
             return Err(CommandError::VersionNotFound {
                 env: self.key.clone(),
                 version: to,

@@ -676,3 +676,78 @@ fn replay_gives_a_byte_identical_digest() {
     }
     assert_ne!(c.digest(), a.digest());
 }
+
+#[test]
+fn version_retention_drops_old_versions_and_their_revisions() {
+    let mut h = Harness::new();
+    h.ok(Command::Configure {
+        idempotency_window_ms: None,
+        version_retention: Some(10),
+    });
+    for i in 0..40 {
+        h.put(json!({"key": "a", "kind": "boolean", "description": format!("v{i}")}));
+        h.publish(None).unwrap();
+    }
+    let env = h.state.env("prod").unwrap();
+    assert_eq!(env.version(), 40);
+    // Pruned in bulk: never more than retention + 10%.
+    assert!(env.versions.len() >= 10 && env.versions.len() <= 11, "{}", env.versions.len());
+    let first = env.versions[0].version;
+    assert!(env.version_record(first).is_some());
+    assert!(env.version_record(first - 1).is_none());
+    assert_eq!(env.version_record(40).unwrap().version, 40);
+    // Only revisions that a retained version uses are kept.
+    assert_eq!(env.flag_revisions["a"].len(), env.versions.len());
+    // Rolling back to a dropped version is refused; to a kept one works.
+    assert!(matches!(
+        h.run(Command::Rollback {
+            env: "prod".into(),
+            to_version: Some(3),
+            message: String::new(),
+        }),
+        Err(CommandError::VersionNotFound { version: 3, .. })
+    ));
+    let out = h.ok(Command::Rollback {
+        env: "prod".into(),
+        to_version: Some(35),
+        message: String::new(),
+    });
+    assert_eq!(out.env_version, 41);
+    assert_eq!(
+        h.state.env("prod").unwrap().published_flag("a").unwrap().description,
+        "v34"
+    );
+}
+
+#[test]
+fn settings_are_validated_and_steer_idempotency_expiry() {
+    let mut h = Harness::new();
+    let bad = h.run(Command::Configure {
+        idempotency_window_ms: Some(5),
+        version_retention: Some(1),
+    });
+    match bad {
+        Err(CommandError::Invalid(e)) => {
+            let paths: Vec<&str> = e.issues.iter().map(|i| i.path.as_str()).collect();
+            assert_eq!(paths, ["/idempotency_window_ms", "/version_retention"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    h.ok(Command::Configure {
+        idempotency_window_ms: Some(60_000),
+        version_retention: None,
+    });
+    assert_eq!(h.state.settings.idempotency_window_ms, 60_000);
+    assert_eq!(h.state.settings.version_retention, 1000);
+    let put = h.envelope(Command::UpdateEnvironment {
+        key: "prod".into(),
+        name: "P".into(),
+    });
+    h.state.apply(&put).unwrap();
+    let mut retry = put.clone();
+    retry.at_ms += 30_000;
+    assert!(h.state.apply(&retry).unwrap().replayed);
+    let mut late = put.clone();
+    late.at_ms += 61_000;
+    assert!(!h.state.apply(&late).unwrap().replayed);
+}
