@@ -98,6 +98,10 @@ pub struct Cli {
     /// Largest accepted request body in bytes.
     #[arg(long, env = "PULSEPLANE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Preview evaluations (`POST .../evaluate`) this node answers per
+    /// second; more get 429. Twice as many may come in a burst.
+    #[arg(long, env = "PULSEPLANE_EVALUATE_RATE", default_value_t = 20)]
+    pub evaluate_rate: u32,
     /// Threads that run the node's tasks (0: one per CPU core).
     #[arg(long, env = "PULSEPLANE_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
@@ -139,6 +143,7 @@ pub struct NodeConfig {
     pub write_timeout: Duration,
     pub max_batch: usize,
     pub max_body_bytes: usize,
+    pub evaluate_rate: u32,
     pub json_logs: bool,
     /// 0: one per CPU core.
     pub worker_threads: usize,
@@ -296,6 +301,9 @@ impl Cli {
         if self.max_body_bytes < 1024 {
             return Err(invalid("--max-body-bytes", "must be at least 1024"));
         }
+        if self.evaluate_rate == 0 {
+            return Err(invalid("--evaluate-rate", "must be at least 1"));
+        }
 
         let (node_id, listen, data_dir, initial_cluster, cluster_secret) = if self.dev {
             let node_id = self.node_id.unwrap_or(1);
@@ -384,6 +392,7 @@ impl Cli {
             write_timeout: self.write_timeout,
             max_batch: self.max_batch,
             max_body_bytes: self.max_body_bytes,
+            evaluate_rate: self.evaluate_rate,
             json_logs,
             worker_threads: self.worker_threads,
         })

@@ -6,6 +6,7 @@
 //! - `secret`: secrets and tokens (redacted, compared in constant time)
 //! - `node`: one running node and [`node::run`]
 //! - `raft`: Raft start-up, the peer transport and membership
+//! - `envs`: environment actors (published snapshots, long-poll waiters)
 //! - `write`: the write path (batching on the leader, forwarding from followers)
 //! - `api`: the HTTP API (public and admin)
 //! - `cli`: the `pulseplane` operator commands
@@ -13,6 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod datadir;
+pub mod envs;
 pub mod node;
 pub mod raft;
 pub mod secret;

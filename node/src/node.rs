@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::config::NodeConfig;
 use crate::datadir::{DataDir, DataDirError, write_atomic};
+use crate::envs::Envs;
 use crate::raft::client::PeerClient;
 use crate::raft::server::{LocalStatus, PATH_READ_INDEX};
 use crate::raft::{self, Raft};
@@ -31,6 +32,12 @@ pub struct Node {
     pub secret: Secret,
     pub admin_token: Secret,
     pub max_body_bytes: usize,
+    /// The environment actors and their published snapshots.
+    pub envs: Arc<Envs>,
+    /// Bounds preview evaluations.
+    pub evaluate_limiter: RateLimiter,
+    /// Fires when the node stops: long-polls answer at once.
+    pub shutdown: CancellationToken,
     /// The commit index learned at start; ready once applied up to it.
     ready_target: Mutex<Option<u64>>,
     /// Set once the node has been ready: from then on it serves reads.
@@ -305,10 +312,14 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         secret: cluster_secret,
         admin_token,
         max_body_bytes: cfg.max_body_bytes,
+        envs: Envs::new(cfg.node_id),
+        evaluate_limiter: RateLimiter::new(cfg.evaluate_rate),
+        shutdown: shutdown.clone(),
         ready_target: Mutex::new(None),
         caught_up: std::sync::atomic::AtomicBool::new(false),
     });
     raft::form_cluster(&raft, &cfg).await?;
+    let dispatcher = crate::envs::start(node.envs.clone(), node.sm.clone(), tasks.clone());
     let compactor = tokio::spawn(snapshot_by_commands(
         node.clone(),
         cfg.snapshot_commands,
@@ -334,6 +345,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     tasks.cancel();
     let _ = batcher.await;
     let _ = compactor.await;
+    let _ = dispatcher.await;
     if let Err(e) = raft.shutdown().await {
         warn!(error = %e, "raft did not stop cleanly");
     }
@@ -345,4 +357,35 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     }
     info!("stopped");
     Ok(())
+}
+
+/// A token bucket: `rate` per second, bursts of twice that.
+pub struct RateLimiter {
+    rate: f64,
+    bucket: Mutex<(f64, std::time::Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: u32) -> RateLimiter {
+        let rate = f64::from(rate.max(1));
+        RateLimiter {
+            rate,
+            bucket: Mutex::new((rate * 2.0, std::time::Instant::now())),
+        }
+    }
+
+    /// Takes one token, or says how long until one is there.
+    pub fn try_take(&self) -> Result<(), Duration> {
+        let mut b = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(b.1).as_secs_f64() * self.rate;
+        b.0 = (b.0 + refill).min(self.rate * 2.0);
+        b.1 = now;
+        if b.0 >= 1.0 {
+            b.0 -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.0) / self.rate))
+        }
+    }
 }

@@ -5,15 +5,17 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use pulseplane_core::Command;
 use pulseplane_raft_store::NodeId;
 use serde::Deserialize;
 
 use crate::api::ApiError;
-use crate::api::common::parse_body;
+use crate::api::auth::Actor;
+use crate::api::common::{WriteOk, parse_body, read_barrier, read_response, submit};
 use crate::config::check_address;
 use crate::node::Node;
 use crate::raft::membership::{self, AdminError, AdminRequest};
@@ -25,6 +27,36 @@ pub fn router() -> Router<Arc<Node>> {
         .route("/admin/v1/snapshot", axum::routing::post(snapshot))
         .route("/admin/v1/cluster/nodes", axum::routing::post(add_node))
         .route("/admin/v1/cluster/nodes/{id}", delete(remove_node))
+        .route("/admin/v1/settings", get(settings).put(configure))
+}
+
+/// `GET /admin/v1/settings`: the replicated settings.
+async fn settings(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    read_barrier(&node, None).await?;
+    let settings = node.sm.read(|_, state| state.settings.clone());
+    Ok(read_response(node.sm.applied_index(), &settings))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigureBody {
+    idempotency_window_ms: Option<i64>,
+    version_retention: Option<u64>,
+}
+
+/// `PUT /admin/v1/settings`: changes the given settings cluster-wide.
+async fn configure(
+    State(node): State<Arc<Node>>,
+    actor: Actor,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<WriteOk, ApiError> {
+    let b: ConfigureBody = parse_body(&body)?;
+    let command = Command::Configure {
+        idempotency_window_ms: b.idempotency_window_ms,
+        version_retention: b.version_retention,
+    };
+    submit(&node, &headers, &actor, command, body.len(), StatusCode::OK).await
 }
 
 impl From<AdminError> for ApiError {

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
+use crate::api::error::Detail;
 use crate::api::auth::Actor;
 use crate::node::Node;
 
@@ -27,8 +28,9 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
-/// Parses a JSON body: malformed JSON is 400; JSON of the wrong shape
-/// (including an unknown field) is 422 naming the field.
+/// Parses a JSON body: malformed JSON is 400; JSON of the wrong shape is
+/// 422 naming the field, and so is a field the type does not know (every
+/// unknown field is listed).
 pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -38,8 +40,13 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let malformed = |e: serde_json::Error| {
         ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
     };
+    let mut unknown = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(text);
-    let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+    let parsed = serde_path_to_error::deserialize::<_, T>(serde_ignored::Deserializer::new(
+        &mut de,
+        &mut |path: serde_ignored::Path<'_>| unknown.push(pointer_of(&path)),
+    ));
+    let value = match parsed {
         Ok(v) => v,
         Err(e) => {
             let path = pointer_from_serde_path(e.path());
@@ -54,7 +61,41 @@ pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
         }
     };
     de.end().map_err(malformed)?;
+    if !unknown.is_empty() {
+        let details = unknown
+            .iter()
+            .map(|p| Detail {
+                path: p.clone(),
+                problem: "unknown field".into(),
+            })
+            .collect();
+        return Err(ApiError {
+            details,
+            ..ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!("unknown field {}", unknown.join(", ")),
+            )
+        });
+    }
     Ok(value)
+}
+
+/// The JSON pointer of a path reported by `serde_ignored`.
+fn pointer_of(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}/{index}", pointer_of(parent)),
+        Path::Map { parent, key } => format!(
+            "{}/{}",
+            pointer_of(parent),
+            key.replace('~', "~0").replace('/', "~1")
+        ),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => pointer_of(parent),
+    }
 }
 
 /// `?limit=&cursor=` on list endpoints.

@@ -10,13 +10,15 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use pulseplane_core::state::EnvState;
-use pulseplane_core::{Command, Flag, ValidationError};
-use serde::Serialize;
+use pulseplane_core::{Command, Flag};
+use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
 use crate::api::auth::Actor;
-use crate::api::common::{PageQuery, WriteOk, paginate, read_barrier, read_response, submit};
-use crate::api::environments::ReadQuery;
+use crate::api::common::{
+    PageQuery, WriteOk, paginate, parse_body, read_barrier, read_response, submit,
+};
+use crate::api::diff::{Change, diff_items};
 use crate::node::Node;
 
 pub fn router() -> Router<Arc<Node>> {
@@ -98,28 +100,76 @@ async fn list(
     })
 }
 
+/// `GET .../flags/{key}[?diff=published]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemQuery {
+    pub consistency: Option<String>,
+    /// `published`: add the draft's diff against the published version.
+    pub diff: Option<String>,
+}
+
+impl ItemQuery {
+    /// True when the diff against the published version is asked for.
+    pub fn wants_diff(&self) -> Result<bool, ApiError> {
+        match self.diff.as_deref() {
+            None => Ok(false),
+            Some("published") => Ok(true),
+            Some(other) => Err(ApiError::field(
+                "/diff",
+                format!("{other:?} is not a diff this endpoint gives (use published)"),
+            )),
+        }
+    }
+}
+
+/// A read answer with the draft's revision as its ETag.
+pub(crate) fn item_response<T: Serialize>(applied: u64, view: &T, revision: Option<u64>) -> Response {
+    let mut r = read_response(applied, view);
+    if let Some(rev) = revision {
+        if let Ok(v) = header::HeaderValue::from_str(&format!("\"{rev}\"")) {
+            r.headers_mut().insert(header::ETAG, v);
+        }
+    }
+    r
+}
+
 async fn read(
     State(node): State<Arc<Node>>,
     Path((env, key)): Path<(String, String)>,
-    Query(q): Query<ReadQuery>,
+    Query(q): Query<ItemQuery>,
 ) -> Result<Response, ApiError> {
+    let with_diff = q.wants_diff()?;
     read_barrier(&node, q.consistency.as_deref()).await?;
     node.sm.read(|applied, state| {
         let e = state.env(&env)?;
         let view = FlagView::of(e, &key).ok_or_else(|| flag_not_found(&env, &key))?;
-        let mut r = read_response(applied.map_or(0, |l| l.index), &view);
-        if let Some(rev) = view.revision {
-            if let Ok(v) = header::HeaderValue::from_str(&format!("\"{rev}\"")) {
-                r.headers_mut().insert(header::ETAG, v);
+        let applied = applied.map_or(0, |l| l.index);
+        if with_diff {
+            #[derive(Serialize)]
+            struct WithDiff<'a> {
+                #[serde(flatten)]
+                view: &'a FlagView,
+                diff: Vec<Change>,
             }
+            // The versioned content, without the kill switch applied.
+            let published = e
+                .version_record(e.version())
+                .and_then(|r| r.flags.get(&key))
+                .and_then(|rev| e.flag_revisions.get(&key)?.get(rev));
+            let body = WithDiff {
+                view: &view,
+                diff: diff_items(published, view.draft.as_ref()),
+            };
+            return Ok(item_response(applied, &body, view.revision));
         }
-        Ok(r)
+        Ok(item_response(applied, &view, view.revision))
     })
 }
 
 /// `If-Match: "3"` (or `3`) expects revision 3; `If-None-Match: *` expects
 /// the flag not to exist.
-fn expected_revision(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+pub(crate) fn expected_revision(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     if let Some(v) = headers.get(header::IF_MATCH) {
         let text = v
             .to_str()
@@ -130,7 +180,7 @@ fn expected_revision(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         return text.parse::<u64>().map(Some).map_err(|_| {
             ApiError::bad_request(
                 "invalid_header",
-                "If-Match must be a flag revision, as given in its ETag",
+                "If-Match must be a draft revision, as given in its ETag",
             )
         });
     }
@@ -151,17 +201,7 @@ async fn upsert(
     body: Bytes,
 ) -> Result<WriteOk, ApiError> {
     let expected = expected_revision(&headers)?;
-    let mut flag: Flag =
-        pulseplane_core::issue::parse_json(&body).map_err(|e: ValidationError| {
-            if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
-                ApiError::bad_request(
-                    "malformed_json",
-                    format!("the body is not valid JSON: {}", e.issues[0].message),
-                )
-            } else {
-                ApiError::invalid(e)
-            }
-        })?;
+    let mut flag: Flag = parse_body(&body)?;
     if flag.key.is_empty() {
         flag.key = key;
     } else if flag.key != key {

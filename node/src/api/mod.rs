@@ -9,16 +9,24 @@
 //! - `admin`: `/admin/v1/cluster` and membership changes
 //! - `environments`: `/v1/environments`
 //! - `flags`: draft flags under `/v1/environments/{env}/flags`
+//! - `segments`: draft segments under `/v1/environments/{env}/segments`
+//! - `versions`: version history, content and diffs
+//! - `diff`: structural JSON diffs
 //! - `publish`: publish, rollback, kill and restore
+//! - `sdk`: the SDK snapshot with long-poll, export, fleet, preview evaluation
 
 pub mod admin;
 pub mod auth;
 pub mod common;
+pub mod diff;
 pub mod environments;
 pub mod error;
 pub mod flags;
 pub mod health;
 pub mod publish;
+pub mod segments;
+pub mod versions;
+pub mod sdk;
 
 use std::sync::Arc;
 
@@ -38,7 +46,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(admin::router())
         .merge(environments::router())
         .merge(flags::router())
+        .merge(segments::router())
+        .merge(versions::router())
         .merge(publish::router())
+        .merge(sdk::router())
         .layer(middleware::from_fn_with_state(
             node.clone(),
             auth::require_token,

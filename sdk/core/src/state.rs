@@ -603,6 +603,20 @@ impl EnvState {
         Some(flag)
     }
 
+    /// The published segment.
+    pub fn published_segment(&self, key: &str) -> Option<Segment> {
+        let rev = *self.current()?.segments.get(key)?;
+        self.segment_revisions.get(key)?.get(&rev).cloned()
+    }
+
+    /// True when the draft segment differs from what is published (or only
+    /// one exists).
+    pub fn has_unpublished_segment_changes(&self, key: &str) -> bool {
+        let draft = self.draft_segments.get(key).map(|d| d.item.version);
+        let published = self.current().and_then(|v| v.segments.get(key).copied());
+        draft != published
+    }
+
     /// True when the draft differs from what is published (or only one exists).
     pub fn has_unpublished_changes(&self, key: &str) -> bool {
         let draft = self.draft_flags.get(key).map(|d| d.item.version);

@@ -1,0 +1,437 @@
+//! Distribution: the SDK snapshot with long-poll, the CI/CD export, the
+//! fleet report and preview evaluation.
+//!
+//! - `GET /v1/sdk/environments/{env}/snapshot[?min_version=N&wait=30s]`
+//! - `GET /v1/environments/{env}/export`
+//! - `GET /v1/environments/{env}/fleet`
+//! - `POST /v1/environments/{env}/evaluate`
+//!
+//! Snapshots come from the environment's actor (see `crate::envs`): a
+//! request clones the current `Arc` and answers with its pre-serialized
+//! bytes, or with the pre-compressed ones when the client accepts gzip.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use pulseplane_core::limits::MAX_TOKEN_LEN;
+use pulseplane_core::{Context, FlagSet};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::api::ApiError;
+use crate::api::common::{APPLIED_INDEX_HEADER, parse_body, read_barrier, read_response};
+use crate::envs::{EnvActor, Published};
+use crate::node::Node;
+
+pub const VERSION_HEADER: &str = "x-pulseplane-version";
+pub const NODE_HEADER: &str = "x-pulseplane-node";
+pub const INSTANCE_HEADER: &str = "x-pulseplane-instance";
+pub const HAVE_VERSION_HEADER: &str = "x-pulseplane-have-version";
+
+/// The longest a snapshot request may wait; longer `wait`s are cut to it.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub fn router() -> Router<Arc<Node>> {
+    Router::new()
+        .route("/v1/sdk/environments/{env}/snapshot", get(snapshot))
+        .route("/v1/environments/{env}/export", get(export))
+        .route("/v1/environments/{env}/fleet", get(fleet))
+        .route("/v1/environments/{env}/evaluate", post(evaluate))
+}
+
+/// `?min_version=&wait=` of the snapshot and export endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotQuery {
+    pub min_version: Option<u64>,
+    /// `30s`, `500ms`, `2m`, or a number of seconds.
+    pub wait: Option<String>,
+}
+
+impl SnapshotQuery {
+    fn wait(&self) -> Result<Duration, ApiError> {
+        let Some(text) = self.wait.as_deref() else {
+            return Ok(Duration::ZERO);
+        };
+        let parsed = match text.parse::<u64>() {
+            Ok(secs) => Ok(Duration::from_secs(secs)),
+            Err(_) => humantime::parse_duration(text),
+        };
+        parsed.map(|d| d.min(MAX_WAIT)).map_err(|_| {
+            ApiError::field(
+                "/wait",
+                format!("{text:?} is not a duration such as 30s, 500ms or 2m"),
+            )
+        })
+    }
+}
+
+fn not_found(env: &str) -> ApiError {
+    ApiError::not_found(
+        "environment_not_found",
+        format!("environment {env:?} not found on this node"),
+    )
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            ApiError::bad_request("invalid_header", format!("{name} must be visible ASCII"))
+        }),
+    }
+}
+
+/// True when `If-None-Match` names `etag` (or is `*`).
+fn matches_etag(if_none_match: Option<&str>, etag: &HeaderValue) -> bool {
+    let Some(inm) = if_none_match else {
+        return false;
+    };
+    let etag = etag.to_str().unwrap_or("");
+    inm.split(',').map(str::trim).any(|t| {
+        t == "*" || t == etag || t.strip_prefix("W/").is_some_and(|t| t == etag)
+    })
+}
+
+/// True when `Accept-Encoding` accepts gzip.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+        })
+}
+
+/// What the caller wants to wait for.
+struct Want<'a> {
+    min_version: Option<u64>,
+    if_none_match: Option<&'a str>,
+    wait: Duration,
+}
+
+impl Want<'_> {
+    /// True when `p` answers the request now.
+    fn satisfied_by(&self, p: &Published) -> bool {
+        match self.min_version {
+            Some(min) => p.version >= min,
+            // Without a minimum, a waiting request with the current ETag
+            // waits for the next change (a classic long-poll).
+            None => self.wait.is_zero() || !matches_etag(self.if_none_match, &p.etag),
+        }
+    }
+}
+
+/// Waits, at most until `deadline`, for the environment to have a snapshot
+/// that satisfies `want`. `Ok(None)`: the environment is unknown (or was
+/// deleted) at the deadline.
+async fn await_snapshot(
+    node: &Node,
+    env: &str,
+    want: &Want<'_>,
+) -> Result<Option<Arc<Published>>, ApiError> {
+    let deadline = Instant::now() + want.wait;
+    let mut appeared = node.envs.watch_appeared();
+    loop {
+        appeared.borrow_and_update();
+        let actor: Option<Arc<EnvActor>> = node.envs.get(env);
+        let Some(actor) = actor else {
+            // Wait for the environment to appear.
+            tokio::select! {
+                r = appeared.changed() => if r.is_err() { return Ok(None) },
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+                () = node.shutdown.cancelled() => return Ok(None),
+            }
+            continue;
+        };
+        let mut rx = actor.subscribe();
+        drop(actor);
+        loop {
+            let current = rx.borrow_and_update().clone();
+            if let Some(p) = &current {
+                if want.satisfied_by(p) {
+                    return Ok(current);
+                }
+            }
+            let timed_out = tokio::select! {
+                r = rx.changed() => {
+                    if r.is_err() {
+                        // The environment was deleted.
+                        return Ok(None);
+                    }
+                    false
+                }
+                () = tokio::time::sleep_until(deadline) => true,
+                () = node.shutdown.cancelled() => true,
+            };
+            if timed_out {
+                // Out of time: the current state, whatever it is.
+                return Ok(rx.borrow().clone());
+            }
+        }
+    }
+}
+
+/// The snapshot (or 304) with the distribution headers.
+fn snapshot_response(node: &Node, p: &Published, headers: &HeaderMap, not_modified: bool) -> Response {
+    let mut r = if not_modified {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else if accepts_gzip(headers) {
+        let mut r = Body::from(p.gzip.clone()).into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        r
+    } else {
+        Body::from(p.body.clone()).into_response()
+    };
+    let h = r.headers_mut();
+    if !not_modified {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    h.insert(header::ETAG, p.etag.clone());
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    h.insert(HeaderName::from_static(VERSION_HEADER), HeaderValue::from(p.version));
+    h.insert(
+        HeaderName::from_static(APPLIED_INDEX_HEADER),
+        HeaderValue::from(p.applied_index),
+    );
+    h.insert(HeaderName::from_static(NODE_HEADER), node.envs.node_header().clone());
+    r
+}
+
+/// The common part of the snapshot and export endpoints.
+async fn serve_snapshot(
+    node: &Node,
+    env: &str,
+    q: &SnapshotQuery,
+    headers: &HeaderMap,
+) -> Result<(Arc<Published>, bool), ApiError> {
+    let wait = q.wait()?;
+    let want = Want {
+        min_version: q.min_version,
+        if_none_match: header_str(headers, header::IF_NONE_MATCH.as_str())?,
+        wait,
+    };
+    read_barrier(node, None).await?;
+    let p = await_snapshot(node, env, &want)
+        .await?
+        .ok_or_else(|| not_found(env))?;
+    let not_modified = matches_etag(want.if_none_match, &p.etag);
+    Ok((p, not_modified))
+}
+
+async fn snapshot(
+    State(node): State<Arc<Node>>,
+    Path(env): Path<String>,
+    Query(q): Query<SnapshotQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let instance = header_str(&headers, INSTANCE_HEADER)?;
+    let have = match header_str(&headers, HAVE_VERSION_HEADER)? {
+        None => None,
+        Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_header",
+                format!("{HAVE_VERSION_HEADER} must be a version number"),
+            )
+        })?),
+    };
+    if let Some(i) = instance {
+        if i.is_empty() || i.len() > MAX_TOKEN_LEN {
+            return Err(ApiError::bad_request(
+                "invalid_header",
+                format!("{INSTANCE_HEADER} must be 1 to {MAX_TOKEN_LEN} bytes"),
+            ));
+        }
+    }
+    if let (Some(i), Some(actor)) = (instance, node.envs.get(&env)) {
+        actor.saw_instance(i, have.unwrap_or(0));
+    }
+    let (p, not_modified) = serve_snapshot(&node, &env, &q, &headers).await?;
+    Ok(snapshot_response(&node, &p, &headers, not_modified))
+}
+
+/// The bootstrap file: the snapshot, digest included, as a download.
+async fn export(
+    State(node): State<Arc<Node>>,
+    Path(env): Path<String>,
+    Query(q): Query<SnapshotQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (p, not_modified) = serve_snapshot(&node, &env, &q, &headers).await?;
+    let mut r = snapshot_response(&node, &p, &headers, not_modified);
+    let name = format!("attachment; filename=\"pulseplane-{}-v{}.json\"", p.env, p.version);
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(r)
+}
+
+async fn fleet(
+    State(node): State<Arc<Node>>,
+    Path(env): Path<String>,
+) -> Result<Response, ApiError> {
+    read_barrier(&node, None).await?;
+    let actor = node.envs.get(&env).ok_or_else(|| not_found(&env))?;
+    #[derive(Serialize)]
+    struct Body {
+        env: String,
+        node: u64,
+        #[serde(flatten)]
+        report: crate::envs::FleetReport,
+    }
+    let body = Body {
+        env,
+        node: node.id,
+        report: actor.fleet(),
+    };
+    Ok(read_response(node.sm.applied_index(), &body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluateBody {
+    #[serde(default)]
+    context: Option<Context>,
+    /// Only these flags (default: all).
+    #[serde(default)]
+    flags: Option<Vec<String>>,
+    /// Evaluate the drafts instead of the published version.
+    #[serde(default)]
+    draft: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Evaluated {
+    env: String,
+    /// The published version evaluated, or null for drafts.
+    version: Option<u64>,
+    draft: bool,
+    results: Vec<Value>,
+}
+
+async fn evaluate(
+    State(node): State<Arc<Node>>,
+    Path(env): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    node.evaluate_limiter.try_take().map_err(|after| ApiError {
+        retry_after: Some(after.as_secs().max(1) as u32),
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many preview evaluations on this node; evaluate in the SDK instead",
+        )
+    })?;
+    let b: EvaluateBody = parse_body(&body)?;
+    read_barrier(&node, None).await?;
+    let ctx = b.context.unwrap_or_default();
+    let (set, version): (Arc<FlagSet>, Option<u64>) = if b.draft {
+        let (flags, segments) = node.sm.read(|_, state| {
+            let e = state.env(&env)?;
+            Ok::<_, ApiError>((
+                e.draft_flags.values().map(|d| d.item.clone()).collect::<Vec<_>>(),
+                e.draft_segments
+                    .values()
+                    .map(|d| d.item.clone())
+                    .collect::<Vec<_>>(),
+            ))
+        })?;
+        let set = FlagSet::compile(&env, 0, &flags, &segments).map_err(ApiError::invalid)?;
+        (Arc::new(set), None)
+    } else {
+        let actor = node.envs.get(&env).ok_or_else(|| not_found(&env))?;
+        let p = actor.current().ok_or_else(|| not_found(&env))?;
+        let set = p.flags.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "snapshot_unavailable",
+                "the published snapshot could not be compiled on this node",
+            )
+        })?;
+        (set, Some(p.version))
+    };
+    let keys: Vec<String> = match b.flags {
+        Some(keys) => keys,
+        None => set.keys().map(str::to_owned).collect(),
+    };
+    let null = Value::Null;
+    let results = keys
+        .iter()
+        .map(|k| {
+            let d = set.json_details(k, &ctx, &null);
+            let mut v = serde_json::to_value(&d).unwrap_or(Value::Null);
+            if let Value::Object(m) = &mut v {
+                m.insert("flag".into(), Value::from(k.as_str()));
+            }
+            v
+        })
+        .collect();
+    let out = Evaluated {
+        env,
+        version,
+        draft: b.draft,
+        results,
+    };
+    Ok(read_response(node.sm.applied_index(), &out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_acceptance() {
+        let mut h = HeaderMap::new();
+        assert!(!accepts_gzip(&h));
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br, gzip;q=0.8"));
+        assert!(accepts_gzip(&h));
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=0, br"));
+        assert!(!accepts_gzip(&h));
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        assert!(!accepts_gzip(&h));
+    }
+
+    #[test]
+    fn etag_matching() {
+        let etag = HeaderValue::from_static("\"3-abcd\"");
+        assert!(matches_etag(Some("\"3-abcd\""), &etag));
+        assert!(matches_etag(Some("W/\"3-abcd\", \"x\""), &etag));
+        assert!(matches_etag(Some("*"), &etag));
+        assert!(!matches_etag(Some("\"2-abcd\""), &etag));
+        assert!(!matches_etag(None, &etag));
+    }
+
+    #[test]
+    fn waits_are_parsed_and_capped() {
+        let q = |w: &str| SnapshotQuery {
+            min_version: None,
+            wait: Some(w.into()),
+        };
+        assert_eq!(q("30s").wait().unwrap(), Duration::from_secs(30));
+        assert_eq!(q("250ms").wait().unwrap(), Duration::from_millis(250));
+        assert_eq!(q("5").wait().unwrap(), Duration::from_secs(5));
+        assert_eq!(q("1h").wait().unwrap(), MAX_WAIT);
+        assert_eq!(q("soon").wait().unwrap_err().status, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}

@@ -1,0 +1,93 @@
+//! `pulseplane export`: downloads an environment's bootstrap file (the SDK
+//! snapshot format with its digest) from any node, checks it, and writes
+//! it out, for a CI/CD step that bakes it into an image.
+
+use std::time::Duration;
+
+use pulseplane_core::Snapshot;
+
+/// Why `export` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("--endpoint {0:?} must be an http:// or https:// URL")]
+    Endpoint(String),
+    #[error("request to {url} failed: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("the exported file does not check out: {0}")]
+    Invalid(#[source] pulseplane_core::SnapshotError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// What to export and how.
+pub struct ExportArgs<'a> {
+    pub endpoint: &'a str,
+    pub env: &'a str,
+    pub token: &'a str,
+    /// Ask for at least this version, waiting up to `wait` for it.
+    pub min_version: Option<u64>,
+    pub wait: Duration,
+    pub timeout: Duration,
+}
+
+/// Fetches and checks the bootstrap file; returns its bytes and snapshot.
+pub fn run(args: &ExportArgs<'_>) -> Result<(Vec<u8>, Snapshot), ExportError> {
+    let base = args.endpoint.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(ExportError::Endpoint(args.endpoint.to_owned()));
+    }
+    let mut url = format!("{base}/v1/environments/{}/export", args.env);
+    let mut query = Vec::new();
+    if let Some(v) = args.min_version {
+        query.push(format!("min_version={v}"));
+    }
+    if !args.wait.is_zero() {
+        query.push(format!("wait={}ms", args.wait.as_millis()));
+    }
+    if !query.is_empty() {
+        url = format!("{url}?{}", query.join("&"));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ExportError::Runtime)?;
+    let bytes = runtime.block_on(async {
+        let request_error = |source| ExportError::Request {
+            url: url.clone(),
+            source,
+        };
+        let client = reqwest::Client::builder()
+            .timeout(args.timeout + args.wait)
+            .build()
+            .map_err(request_error)?;
+        let response = client
+            .get(&url)
+            .bearer_auth(args.token)
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(request_error)?;
+        if !status.is_success() {
+            return Err(ExportError::Status {
+                url: url.clone(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        Ok(body.to_vec())
+    })?;
+    let snapshot = Snapshot::from_json(&bytes).map_err(ExportError::Invalid)?;
+    snapshot.compile().map_err(ExportError::Invalid)?;
+    Ok((bytes, snapshot))
+}

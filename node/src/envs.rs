@@ -1,0 +1,378 @@
+//! Environment actors: one per environment on every node.
+//!
+//! An actor owns its environment's materialized published snapshot: the
+//! serialized JSON bytes, their gzip form, the ETag, the compiled flag set
+//! (for preview evaluation) and the long-poll waiters (subscribers of its
+//! `watch` channel).
+//!
+//! Raft apply never talks to an actor. Apply only bumps the state machine's
+//! applied-index watch; the dispatcher task wakes on it, compares each
+//! environment's (creation time, version) with what it last handed out, and
+//! copies the published content of the changed ones under a short read lock
+//! into the owning actor's mailbox. The actor serializes, compresses and
+//! compiles on a blocking thread, then swaps in the new `Arc<Published>`.
+//!
+//! Reads never go through a mailbox: a request loads the current `Arc` from
+//! the actor's `watch` channel. An environment with no traffic costs one
+//! parked task, one map entry and its current snapshot.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::HeaderValue;
+use pulseplane_core::state::EnvState;
+use pulseplane_core::{Flag, FlagSet, Segment, Snapshot};
+use pulseplane_raft_store::StateMachineStore;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error};
+
+/// How long a fleet instance counts as live after its last poll.
+pub const FLEET_WINDOW: Duration = Duration::from_secs(300);
+/// How many instances an environment tracks at most per node.
+pub const FLEET_MAX: usize = 100_000;
+
+/// An environment's published snapshot, ready to serve.
+#[derive(Debug)]
+pub struct Published {
+    pub env: String,
+    pub version: u64,
+    pub digest: String,
+    /// `"<version>-<first 16 hex of the digest>"`, quoted.
+    pub etag: HeaderValue,
+    /// The applied log index the content was copied at.
+    pub applied_index: u64,
+    /// The snapshot as compact JSON.
+    pub body: Bytes,
+    /// `body`, gzip-compressed once.
+    pub gzip: Bytes,
+    /// The compiled flag set, for preview evaluation.
+    pub flags: Option<Arc<FlagSet>>,
+}
+
+/// What the dispatcher copies out of the state for an actor.
+struct Source {
+    version: u64,
+    applied_index: u64,
+    published_at_ms: Option<i64>,
+    flags: Vec<Flag>,
+    segments: Vec<Segment>,
+}
+
+impl Source {
+    fn of(e: &EnvState, applied_index: u64) -> Source {
+        let version = e.version();
+        let record = e.version_record(version);
+        Source {
+            version,
+            applied_index,
+            published_at_ms: record.map(|r| r.at_ms),
+            flags: record
+                .map(|r| r.flags.keys().filter_map(|k| e.published_flag(k)).collect())
+                .unwrap_or_default(),
+            segments: record.map(|r| e.version_segments(r)).unwrap_or_default(),
+        }
+    }
+}
+
+/// One SDK instance as last seen by this node.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    version: u64,
+    at: Instant,
+}
+
+/// One environment's actor state shared with request handlers.
+pub struct EnvActor {
+    /// `None` until the first snapshot is built, and again once the
+    /// environment is deleted.
+    current: watch::Sender<Option<Arc<Published>>>,
+    fleet: Mutex<HashMap<String, Seen>>,
+}
+
+impl EnvActor {
+    /// The current snapshot.
+    pub fn current(&self) -> Option<Arc<Published>> {
+        self.current.borrow().clone()
+    }
+
+    /// A waiter: woken on every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
+        self.current.subscribe()
+    }
+
+    /// Records a poll from an SDK instance that has `version`.
+    pub fn saw_instance(&self, instance: &str, version: u64) {
+        let now = Instant::now();
+        let mut fleet = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(seen) = fleet.get_mut(instance) {
+            *seen = Seen { version, at: now };
+            return;
+        }
+        if fleet.len() >= FLEET_MAX {
+            fleet.retain(|_, s| now.duration_since(s.at) < FLEET_WINDOW);
+            if fleet.len() >= FLEET_MAX {
+                return;
+            }
+        }
+        fleet.insert(instance.to_owned(), Seen { version, at: now });
+    }
+
+    /// The live instances that polled this node, by the version they have.
+    pub fn fleet(&self) -> FleetReport {
+        let now = Instant::now();
+        let current = self.current().map_or(0, |p| p.version);
+        let fleet = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
+        let mut by_version: std::collections::BTreeMap<u64, usize> = Default::default();
+        for s in fleet.values() {
+            if now.duration_since(s.at) < FLEET_WINDOW {
+                *by_version.entry(s.version).or_default() += 1;
+            }
+        }
+        let instances = by_version.values().sum();
+        FleetReport {
+            version: current,
+            instances,
+            converged: by_version
+                .range(current..)
+                .map(|(_, n)| *n)
+                .sum::<usize>(),
+            by_version: by_version
+                .into_iter()
+                .map(|(version, instances)| VersionCount { version, instances })
+                .collect(),
+            window_seconds: FLEET_WINDOW.as_secs(),
+        }
+    }
+}
+
+/// Which versions the SDK instances polling this node have.
+#[derive(Debug, Serialize)]
+pub struct FleetReport {
+    /// The version this node serves.
+    pub version: u64,
+    /// Instances that polled within the window.
+    pub instances: usize,
+    /// Of those, how many have `version` or newer.
+    pub converged: usize,
+    pub by_version: Vec<VersionCount>,
+    pub window_seconds: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VersionCount {
+    pub version: u64,
+    pub instances: usize,
+}
+
+/// All actors of this node.
+pub struct Envs {
+    actors: RwLock<HashMap<String, Arc<EnvActor>>>,
+    /// Bumped whenever an actor is added, for requests that wait for an
+    /// environment to appear.
+    appeared: watch::Sender<u64>,
+    node_id: HeaderValue,
+}
+
+impl Envs {
+    pub fn new(node_id: u64) -> Arc<Envs> {
+        Arc::new(Envs {
+            actors: RwLock::new(HashMap::new()),
+            appeared: watch::Sender::new(0),
+            node_id: HeaderValue::from(node_id),
+        })
+    }
+
+    /// The node id as a header value.
+    pub fn node_header(&self) -> &HeaderValue {
+        &self.node_id
+    }
+
+    /// The actor of `env`, if this node knows the environment.
+    pub fn get(&self, env: &str) -> Option<Arc<EnvActor>> {
+        self.actors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(env)
+            .cloned()
+    }
+
+    /// Wakes when an environment appears.
+    pub fn watch_appeared(&self) -> watch::Receiver<u64> {
+        self.appeared.subscribe()
+    }
+
+    /// Number of environment actors.
+    pub fn len(&self) -> usize {
+        self.actors.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(&self, env: &str, actor: Arc<EnvActor>) {
+        self.actors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(env.to_owned(), actor);
+        self.appeared.send_modify(|n| *n += 1);
+    }
+
+    fn remove(&self, env: &str) -> Option<Arc<EnvActor>> {
+        self.actors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(env)
+    }
+}
+
+/// What the dispatcher remembers of each actor it feeds.
+struct Handle {
+    created_at_ms: i64,
+    version: u64,
+    mailbox: mpsc::UnboundedSender<Source>,
+}
+
+/// Starts the dispatcher; it runs until `stop` fires.
+pub fn start(
+    envs: Arc<Envs>,
+    sm: StateMachineStore,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(dispatch(envs, sm, stop))
+}
+
+async fn dispatch(envs: Arc<Envs>, sm: StateMachineStore, stop: CancellationToken) {
+    let mut applied = sm.subscribe();
+    let mut handles: HashMap<String, Handle> = HashMap::new();
+    loop {
+        applied.borrow_and_update();
+        let (changed, gone) = sm.read(|last, state| {
+            let index = last.map_or(0, |l| l.index);
+            let mut changed = Vec::new();
+            for (key, e) in &state.environments {
+                let fresh = handles
+                    .get(key)
+                    .is_some_and(|h| h.created_at_ms == e.created_at_ms && h.version == e.version());
+                if !fresh {
+                    changed.push((key.clone(), e.created_at_ms, Source::of(e, index)));
+                }
+            }
+            let gone: Vec<String> = if handles.len() + changed.len() > state.environments.len() {
+                handles
+                    .keys()
+                    .filter(|k| !state.environments.contains_key(*k))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (changed, gone)
+        });
+        for key in gone {
+            handles.remove(&key);
+            if let Some(actor) = envs.remove(&key) {
+                actor.current.send_replace(None);
+            }
+            debug!(env = %key, "environment actor stopped");
+        }
+        for (key, created_at_ms, source) in changed {
+            let version = source.version;
+            match handles.get_mut(&key) {
+                Some(h) => {
+                    h.created_at_ms = created_at_ms;
+                    h.version = version;
+                    let _ = h.mailbox.send(source);
+                }
+                None => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let _ = tx.send(source);
+                    let actor = Arc::new(EnvActor {
+                        current: watch::Sender::new(None),
+                        fleet: Mutex::new(HashMap::new()),
+                    });
+                    tokio::spawn(run_actor(key.clone(), actor.clone(), rx));
+                    envs.insert(&key, actor);
+                    handles.insert(
+                        key,
+                        Handle {
+                            created_at_ms,
+                            version,
+                            mailbox: tx,
+                        },
+                    );
+                }
+            }
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { break },
+            () = stop.cancelled() => break,
+        }
+    }
+}
+
+async fn run_actor(
+    env: String,
+    actor: Arc<EnvActor>,
+    mut mailbox: mpsc::UnboundedReceiver<Source>,
+) {
+    while let Some(mut source) = mailbox.recv().await {
+        // Only the newest content matters.
+        while let Ok(newer) = mailbox.try_recv() {
+            source = newer;
+        }
+        let name = env.clone();
+        match tokio::task::spawn_blocking(move || build(&name, source)).await {
+            Ok(p) => {
+                debug!(env = %env, version = p.version, bytes = p.body.len(), "snapshot ready");
+                actor.current.send_replace(Some(Arc::new(p)));
+            }
+            Err(e) => error!(env = %env, error = %e, "building the snapshot failed"),
+        }
+    }
+}
+
+/// Serializes, compresses and compiles one snapshot.
+fn build(env: &str, source: Source) -> Published {
+    let snapshot = Snapshot::new(
+        env,
+        source.version,
+        source.published_at_ms,
+        source.flags,
+        source.segments,
+    );
+    let body = snapshot.to_json();
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::default(),
+    );
+    let gzip = gz
+        .write_all(&body)
+        .and_then(|()| gz.finish())
+        .unwrap_or_default();
+    let flags = match snapshot.compile() {
+        Ok(set) => Some(Arc::new(set)),
+        Err(e) => {
+            error!(env = %env, version = snapshot.version, error = %e, "published snapshot does not compile");
+            None
+        }
+    };
+    let short = snapshot.digest.get(..16).unwrap_or(&snapshot.digest);
+    let etag = HeaderValue::from_str(&format!("\"{}-{short}\"", snapshot.version))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+    Published {
+        env: env.to_owned(),
+        version: snapshot.version,
+        digest: snapshot.digest,
+        etag,
+        applied_index: source.applied_index,
+        body: Bytes::from(body),
+        gzip: Bytes::from(gzip),
+        flags,
+    }
+}
