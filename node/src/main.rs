@@ -7,11 +7,6 @@ use pulseplane_node::config::Cli;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-// Replication and apply allocate many small, short-lived buffers; mimalloc
-// handles them at a fraction of glibc malloc's cost.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cfg = match cli.into_config() {

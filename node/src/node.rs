@@ -204,7 +204,10 @@ impl Node {
         if self.caught_up.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        self.readiness().await
+        // Boxed: this path is rare, and inline it would make every read's
+        // future (held by each waiting long-poll) as large as the peer
+        // requests it may make.
+        Box::pin(self.readiness()).await
     }
 }
 

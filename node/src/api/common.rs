@@ -168,8 +168,9 @@ pub async fn read_barrier(node: &Node, consistency: Option<&str>) -> Result<(), 
     match consistency {
         None | Some("local") => Ok(()),
         Some("linearizable") => {
-            let index = node.read_index().await?;
-            if node.wait_applied(index, node.writer.timeout()).await {
+            // Boxed, so the common local read's future stays small.
+            let index = Box::pin(node.read_index()).await?;
+            if Box::pin(node.wait_applied(index, node.writer.timeout())).await {
                 Ok(())
             } else {
                 Err(ApiError::unavailable(
