@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -244,10 +244,12 @@ async fn snapshot(
     State(node): State<Arc<Node>>,
     Path(env): Path<String>,
     Query(q): Query<SnapshotQuery>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let instance = header_str(&headers, INSTANCE_HEADER)?;
-    let have = match header_str(&headers, HAVE_VERSION_HEADER)? {
+    // The headers are read in place: this is the hottest endpoint.
+    let headers = request.headers();
+    let instance = header_str(headers, INSTANCE_HEADER)?;
+    let have = match header_str(headers, HAVE_VERSION_HEADER)? {
         None => None,
         Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
             ApiError::bad_request(
@@ -267,8 +269,8 @@ async fn snapshot(
     if let (Some(i), Some(actor)) = (instance, node.envs.get(&env)) {
         actor.saw_instance(i, have.unwrap_or(0));
     }
-    let (p, not_modified) = serve_snapshot(&node, &env, &q, &headers).await?;
-    Ok(snapshot_response(&node, &p, &headers, not_modified))
+    let (p, not_modified) = serve_snapshot(&node, &env, &q, headers).await?;
+    Ok(snapshot_response(&node, &p, headers, not_modified))
 }
 
 /// The bootstrap file: the snapshot, digest included, as a download.
