@@ -22,22 +22,8 @@ ulimit -n $((CONNS * 2 + 1024)) 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 (cd "$ROOT" && cargo build --release --locked -q -p pulseplane-node -p pulseplane-cluster-tests \
   --bin pulseplane-node --bin bench-flagset --bin bench-longpoll)
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/pulseplane-longpoll.XXXXXX")
-NODE_PID=""
-cleanup() {
-  local rc=$?
-  [ -n "$NODE_PID" ] && { kill -TERM "$NODE_PID" 2>/dev/null || true; wait "$NODE_PID" 2>/dev/null || true; }
-  rm -rf "$WORK"
-  exit $rc
-}
-trap cleanup EXIT INT TERM
-
-TOKEN=bench-token
-BASE="http://127.0.0.1:$PORT"
-PULSEPLANE_ADMIN_TOKEN=$TOKEN PULSEPLANE_LOG=warn "$TARGET/pulseplane-node" --node-id 1 --listen "127.0.0.1:$PORT" \
-  --data-dir "$WORK/n1" --initial-cluster "1=127.0.0.1:$PORT" --cluster-secret bench-secret >"$WORK/n1.log" 2>&1 &
-NODE_PID=$!
-for _ in $(seq 1 300); do curl -fs "$BASE/readyz" >/dev/null && break; sleep 0.1; done
+# shellcheck source=one-node.sh
+. "$(dirname "$0")/one-node.sh"
 "$TARGET/bench-flagset" --endpoint "$BASE" --token "$TOKEN" --env small --count 20
 "$TARGET/bench-flagset" --endpoint "$BASE" --token "$TOKEN" --env bench
 sleep 1
