@@ -91,8 +91,17 @@ pub struct EnvActor {
     /// `None` until the first snapshot is built, and again once the
     /// environment is deleted.
     current: watch::Sender<Option<Arc<Published>>>,
-    fleet: Mutex<HashMap<String, Seen>>,
+    fleet: Mutex<Fleet>,
 }
+
+/// The instances seen, and when expired ones were last swept out.
+struct Fleet {
+    seen: HashMap<String, Seen>,
+    swept: Instant,
+}
+
+/// How often the fleet map drops instances older than the window.
+const FLEET_SWEEP: Duration = Duration::from_secs(10);
 
 impl EnvActor {
     /// The current snapshot.
@@ -109,17 +118,19 @@ impl EnvActor {
     pub fn saw_instance(&self, instance: &str, version: u64) {
         let now = Instant::now();
         let mut fleet = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(seen) = fleet.get_mut(instance) {
+        if let Some(seen) = fleet.seen.get_mut(instance) {
             *seen = Seen { version, at: now };
             return;
         }
-        if fleet.len() >= FLEET_MAX {
-            fleet.retain(|_, s| now.duration_since(s.at) < FLEET_WINDOW);
-            if fleet.len() >= FLEET_MAX {
-                return;
-            }
+        if now.duration_since(fleet.swept) >= FLEET_SWEEP {
+            fleet.swept = now;
+            fleet
+                .seen
+                .retain(|_, s| now.duration_since(s.at) < FLEET_WINDOW);
         }
-        fleet.insert(instance.to_owned(), Seen { version, at: now });
+        if fleet.seen.len() < FLEET_MAX {
+            fleet.seen.insert(instance.to_owned(), Seen { version, at: now });
+        }
     }
 
     /// The live instances that polled this node, by the version they have.
@@ -128,7 +139,7 @@ impl EnvActor {
         let current = self.current().map_or(0, |p| p.version);
         let fleet = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
         let mut by_version: std::collections::BTreeMap<u64, usize> = Default::default();
-        for s in fleet.values() {
+        for s in fleet.seen.values() {
             if now.duration_since(s.at) < FLEET_WINDOW {
                 *by_version.entry(s.version).or_default() += 1;
             }
@@ -294,7 +305,10 @@ async fn dispatch(envs: Arc<Envs>, sm: StateMachineStore, stop: CancellationToke
                     let _ = tx.send(source);
                     let actor = Arc::new(EnvActor {
                         current: watch::Sender::new(None),
-                        fleet: Mutex::new(HashMap::new()),
+                        fleet: Mutex::new(Fleet {
+                            seen: HashMap::new(),
+                            swept: Instant::now(),
+                        }),
                     });
                     tokio::spawn(run_actor(key.clone(), actor.clone(), rx));
                     envs.insert(&key, actor);
@@ -328,6 +342,9 @@ async fn run_actor(
         }
         let name = env.clone();
         match tokio::task::spawn_blocking(move || build(&name, source)).await {
+            // A mailbox closed meanwhile means the environment was deleted:
+            // its snapshot must not come back.
+            Ok(_) if mailbox.is_closed() => break,
             Ok(p) => {
                 debug!(env = %env, version = p.version, bytes = p.body.len(), "snapshot ready");
                 actor.current.send_replace(Some(Arc::new(p)));
@@ -335,6 +352,7 @@ async fn run_actor(
             Err(e) => error!(env = %env, error = %e, "building the snapshot failed"),
         }
     }
+    actor.current.send_replace(None);
 }
 
 /// Serializes, compresses and compiles one snapshot.

@@ -52,6 +52,8 @@ async fn configure(
     body: Bytes,
 ) -> Result<WriteOk, ApiError> {
     let b: ConfigureBody = parse_body(&body)?;
+    pulseplane_core::state::Settings::check(b.idempotency_window_ms, b.version_retention)
+        .map_err(ApiError::invalid)?;
     let command = Command::Configure {
         idempotency_window_ms: b.idempotency_window_ms,
         version_retention: b.version_retention,

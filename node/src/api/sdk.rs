@@ -147,6 +147,7 @@ async fn await_snapshot(
     want: &Want<'_>,
 ) -> Result<Option<Arc<Published>>, ApiError> {
     let deadline = Instant::now() + want.wait;
+    let stopping = || ApiError::unavailable("shutting_down", "this node is stopping");
     let mut appeared = node.envs.watch_appeared();
     loop {
         appeared.borrow_and_update();
@@ -156,7 +157,7 @@ async fn await_snapshot(
             tokio::select! {
                 r = appeared.changed() => if r.is_err() { return Ok(None) },
                 () = tokio::time::sleep_until(deadline) => return Ok(None),
-                () = node.shutdown.cancelled() => return Ok(None),
+                () = node.shutdown.cancelled() => return Err(stopping()),
             }
             continue;
         };
@@ -172,8 +173,9 @@ async fn await_snapshot(
             let timed_out = tokio::select! {
                 r = rx.changed() => {
                     if r.is_err() {
-                        // The environment was deleted.
-                        return Ok(None);
+                        // The environment was deleted: it may come back
+                        // before the deadline.
+                        break;
                     }
                     false
                 }
@@ -182,10 +184,23 @@ async fn await_snapshot(
             };
             if timed_out {
                 // Out of time: the current state, whatever it is.
-                return Ok(rx.borrow().clone());
+                return match rx.borrow().clone() {
+                    Some(p) => Ok(Some(p)),
+                    None if node.envs.get(env).is_some() => Err(not_built(env)),
+                    None => Ok(None),
+                };
             }
         }
     }
+}
+
+/// The environment exists here but its snapshot is still being built (just
+/// created, or the node just started).
+fn not_built(env: &str) -> ApiError {
+    ApiError::unavailable(
+        "catching_up",
+        format!("the snapshot of environment {env:?} is being built on this node"),
+    )
 }
 
 /// The snapshot (or 304) with the distribution headers.
@@ -363,7 +378,7 @@ async fn evaluate(
         (Arc::new(set), None)
     } else {
         let actor = node.envs.get(&env).ok_or_else(|| not_found(&env))?;
-        let p = actor.current().ok_or_else(|| not_found(&env))?;
+        let p = actor.current().ok_or_else(|| not_built(&env))?;
         let set = p.flags.clone().ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

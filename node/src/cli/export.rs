@@ -9,8 +9,12 @@ use pulseplane_core::Snapshot;
 /// Why `export` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("--endpoint {0:?} must be an http:// or https:// URL")]
+    #[error("--endpoint {0:?} must be an http:// URL (this build has no TLS client)")]
     Endpoint(String),
+    #[error("the node answered version {got} of {env}, older than --min-version {want}")]
+    TooOld { env: String, got: u64, want: u64 },
+    #[error("the node answered environment {got:?}, not {want:?}")]
+    WrongEnv { got: String, want: String },
     #[error("request to {url} failed: {source}")]
     Request {
         url: String,
@@ -43,7 +47,7 @@ pub struct ExportArgs<'a> {
 /// Fetches and checks the bootstrap file; returns its bytes and snapshot.
 pub fn run(args: &ExportArgs<'_>) -> Result<(Vec<u8>, Snapshot), ExportError> {
     let base = args.endpoint.trim_end_matches('/');
-    if !(base.starts_with("http://") || base.starts_with("https://")) {
+    if !base.starts_with("http://") {
         return Err(ExportError::Endpoint(args.endpoint.to_owned()));
     }
     let mut url = format!("{base}/v1/environments/{}/export", args.env);
@@ -89,5 +93,18 @@ pub fn run(args: &ExportArgs<'_>) -> Result<(Vec<u8>, Snapshot), ExportError> {
     })?;
     let snapshot = Snapshot::from_json(&bytes).map_err(ExportError::Invalid)?;
     snapshot.compile().map_err(ExportError::Invalid)?;
+    if snapshot.env != args.env {
+        return Err(ExportError::WrongEnv {
+            got: snapshot.env,
+            want: args.env.to_owned(),
+        });
+    }
+    if let Some(want) = args.min_version.filter(|w| snapshot.version < *w) {
+        return Err(ExportError::TooOld {
+            env: snapshot.env,
+            got: snapshot.version,
+            want,
+        });
+    }
     Ok((bytes, snapshot))
 }

@@ -51,6 +51,32 @@ pub struct Settings {
     pub version_retention: u64,
 }
 
+impl Settings {
+    /// Checks new values against the bounds; `None` keeps a value.
+    pub fn check(window: Option<i64>, retention: Option<u64>) -> Result<(), ValidationError> {
+        let mut issues = Vec::new();
+        if let Some(w) = window {
+            if !(MIN_IDEMPOTENCY_WINDOW_MS..=MAX_IDEMPOTENCY_WINDOW_MS).contains(&w) {
+                issues.push(Issue::new(
+                    "/idempotency_window_ms",
+                    format!(
+                        "must be {MIN_IDEMPOTENCY_WINDOW_MS} to {MAX_IDEMPOTENCY_WINDOW_MS} ms"
+                    ),
+                ));
+            }
+        }
+        if let Some(r) = retention {
+            if !(MIN_VERSION_RETENTION..=MAX_VERSION_RETENTION).contains(&r) {
+                issues.push(Issue::new(
+                    "/version_retention",
+                    format!("must be {MIN_VERSION_RETENTION} to {MAX_VERSION_RETENTION}"),
+                ));
+            }
+        }
+        ValidationError::check(issues)
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -327,26 +353,7 @@ impl State {
         window: Option<i64>,
         retention: Option<u64>,
     ) -> Result<Outcome, CommandError> {
-        let mut issues = Vec::new();
-        if let Some(w) = window {
-            if !(MIN_IDEMPOTENCY_WINDOW_MS..=MAX_IDEMPOTENCY_WINDOW_MS).contains(&w) {
-                issues.push(Issue::new(
-                    "/idempotency_window_ms",
-                    format!(
-                        "must be {MIN_IDEMPOTENCY_WINDOW_MS} to {MAX_IDEMPOTENCY_WINDOW_MS} ms"
-                    ),
-                ));
-            }
-        }
-        if let Some(r) = retention {
-            if !(MIN_VERSION_RETENTION..=MAX_VERSION_RETENTION).contains(&r) {
-                issues.push(Issue::new(
-                    "/version_retention",
-                    format!("must be {MIN_VERSION_RETENTION} to {MAX_VERSION_RETENTION}"),
-                ));
-            }
-        }
-        ValidationError::check(issues)?;
+        Settings::check(window, retention)?;
         if let Some(w) = window {
             self.settings.idempotency_window_ms = w;
         }
