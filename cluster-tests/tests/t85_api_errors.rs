@@ -2,7 +2,8 @@
 //!
 //! Invariant: every bad request gets a 4xx with a stable code and the field
 //! named, never a 5xx, and writes nothing; preview evaluation is
-//! rate-limited with 429 and `Retry-After`.
+//! rate-limited with 429 and `Retry-After`; `/openapi.json` is served
+//! openly and equals docs/openapi.json.
 
 use pulseplane_cluster_tests::Cluster;
 use reqwest::Method;
@@ -128,4 +129,11 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let (h, v) = limited.expect("no 429 after 10 evaluations at 1 per second");
     assert_eq!(v["code"], "rate_limited");
     assert!(h.contains_key("retry-after"));
+
+    // The OpenAPI document is served without a token and is the docs copy.
+    let r = reqwest::get(format!("{u}/openapi.json")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let served: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json")).unwrap();
+    assert_eq!(served, serde_json::from_str::<Value>(&docs).unwrap());
 }

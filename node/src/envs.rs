@@ -162,7 +162,7 @@ impl EnvActor {
 }
 
 /// Which versions the SDK instances polling this node have.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FleetReport {
     /// The version this node serves.
     pub version: u64,
@@ -174,7 +174,7 @@ pub struct FleetReport {
     pub window_seconds: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VersionCount {
     pub version: u64,
     pub instances: usize,

@@ -14,6 +14,10 @@ use pulseplane_raft_store::NodeId;
 use serde::Deserialize;
 
 use crate::api::ApiError;
+use crate::api::common::WriteBody;
+use crate::api::error::ErrorBody;
+use crate::raft::membership::ClusterStatus;
+use pulseplane_core::state::Settings;
 use crate::api::auth::Actor;
 use crate::api::common::{WriteOk, parse_body, read_barrier, read_response, submit};
 use crate::config::check_address;
@@ -31,21 +35,47 @@ pub fn router() -> Router<Arc<Node>> {
 }
 
 /// `GET /admin/v1/settings`: the replicated settings.
-async fn settings(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/admin/v1/settings",
+    tag = "admin",
+    summary = "The replicated settings",
+    responses(
+        (status = 200, description = "The settings", body = Settings),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn settings(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     read_barrier(&node, None).await?;
     let settings = node.sm.read(|_, state| state.settings.clone());
     Ok(read_response(node.sm.applied_index(), &settings))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ConfigureBody {
+pub(crate) struct ConfigureBody {
     idempotency_window_ms: Option<i64>,
     version_retention: Option<u64>,
 }
 
 /// `PUT /admin/v1/settings`: changes the given settings cluster-wide.
-async fn configure(
+#[utoipa::path(
+    put,
+    path = "/admin/v1/settings",
+    tag = "admin",
+    summary = "Change the replicated settings",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
+    ),
+    request_body(content = ConfigureBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed", body = WriteBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn configure(
     State(node): State<Arc<Node>>,
     actor: Actor,
     headers: HeaderMap,
@@ -76,14 +106,25 @@ impl From<AdminError> for ApiError {
     }
 }
 
-async fn cluster(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/admin/v1/cluster",
+    tag = "admin",
+    summary = "Cluster status (from the leader)",
+    responses(
+        (status = 200, description = "Cluster status", body = ClusterStatus),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn cluster(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     let status = membership::handle(&node, AdminRequest::Status).await?;
     Ok(Json(status).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddNode {
+pub(crate) struct AddNode {
     id: NodeId,
     address: String,
     #[serde(default = "yes")]
@@ -94,7 +135,19 @@ fn yes() -> bool {
     true
 }
 
-async fn add_node(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/admin/v1/cluster/nodes",
+    tag = "admin",
+    summary = "Add a node (learner, then voter)",
+    request_body(content = AddNode, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Cluster status after the change", body = ClusterStatus),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn add_node(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
     let req: AddNode = parse_body(&body)?;
     if req.id == 0 {
         return Err(ApiError::field("/id", "must be a positive integer"));
@@ -117,7 +170,21 @@ async fn add_node(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response
     Ok(Json(status).into_response())
 }
 
-async fn remove_node(
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/cluster/nodes/{id}",
+    tag = "admin",
+    summary = "Remove a node",
+    params(
+        ("id" = String, Path, description = "Node id")
+    ),
+    responses(
+        (status = 200, description = "Cluster status after the change", body = ClusterStatus),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn remove_node(
     State(node): State<Arc<Node>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -130,8 +197,8 @@ async fn remove_node(
 
 /// This node's own view: role, leader, term, indexes and the digest of its
 /// applied state (equal on every node that applied the same index).
-#[derive(Debug, serde::Serialize)]
-struct NodeView {
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct NodeView {
     #[serde(flatten)]
     status: crate::raft::server::LocalStatus,
     state_digest: String,
@@ -142,7 +209,18 @@ struct NodeView {
     purged_index: Option<u64>,
 }
 
-async fn this_node(State(node): State<Arc<Node>>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/admin/v1/node",
+    tag = "admin",
+    summary = "This node's own view",
+    responses(
+        (status = 200, description = "This node", body = NodeView),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn this_node(State(node): State<Arc<Node>>) -> Response {
     let status = node.local_status();
     let (snapshot_index, purged_index) = {
         let m = node.raft.metrics();
@@ -165,9 +243,28 @@ async fn this_node(State(node): State<Arc<Node>>) -> Response {
     crate::api::common::read_response(applied, &view)
 }
 
+/// The snapshot `POST /admin/v1/snapshot` built.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct SnapshotBuilt {
+    /// The log index it covers.
+    snapshot_index: u64,
+    snapshot_bytes: u64,
+}
+
 /// Builds a snapshot on this node now (and compacts its log per policy);
 /// answers once it covers everything applied when the request came.
-async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/admin/v1/snapshot",
+    tag = "admin",
+    summary = "Build a snapshot on this node now",
+    responses(
+        (status = 200, description = "The snapshot built", body = SnapshotBuilt),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     let target = node.sm.applied_index();
     node.raft
         .trigger()
@@ -190,9 +287,9 @@ async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     .map_err(|_| {
         ApiError::unavailable("snapshot_timeout", "the snapshot did not finish in 120 s")
     })?;
-    Ok(Json(serde_json::json!({
-        "snapshot_index": done,
-        "snapshot_bytes": node.sm.snapshot_bytes(),
-    }))
+    Ok(Json(SnapshotBuilt {
+        snapshot_index: done,
+        snapshot_bytes: node.sm.snapshot_bytes(),
+    })
     .into_response())
 }

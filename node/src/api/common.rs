@@ -99,16 +99,20 @@ fn pointer_of(path: &serde_ignored::Path<'_>) -> String {
 }
 
 /// `?limit=&cursor=` on list endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
+    /// Items per page, 1 to 1000 (default 100).
     pub limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// `local` (default) or `linearizable`.
     pub consistency: Option<String>,
 }
 
 /// A page of a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
@@ -197,7 +201,7 @@ pub fn read_response<T: Serialize>(applied: u64, value: &T) -> Response {
 }
 
 /// What a committed write answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WriteBody {
     /// The log index of the entry that committed the write.
     pub log_index: u64,

@@ -9,9 +9,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// One difference between two JSON values.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Change {
     pub path: String,
+    /// `add`, `remove` or `replace`.
+    #[schema(value_type = String)]
     pub op: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<Value>,

@@ -13,6 +13,8 @@ use pulseplane_core::state::EnvState;
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
+use crate::api::common::{Page, WriteBody};
+use crate::api::error::ErrorBody;
 use crate::api::auth::Actor;
 use crate::api::common::{
     PageQuery, WriteOk, paginate, parse_body, read_barrier, read_response, submit,
@@ -26,7 +28,7 @@ pub fn router() -> Router<Arc<Node>> {
 }
 
 /// An environment as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EnvironmentView {
     pub key: String,
     pub name: String,
@@ -55,14 +57,32 @@ impl EnvironmentView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateEnvironment {
+pub(crate) struct CreateEnvironment {
+    /// Letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     key: String,
     name: Option<String>,
 }
 
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/v1/environments",
+    tag = "environments",
+    summary = "Create an environment",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
+    ),
+    request_body(content = CreateEnvironment, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = WriteBody),
+        (status = 200, description = "Committed", body = WriteBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn create(
     State(node): State<Arc<Node>>,
     actor: Actor,
     headers: HeaderMap,
@@ -81,7 +101,21 @@ async fn create(
     .await
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v1/environments",
+    tag = "environments",
+    summary = "List environments",
+    params(
+        PageQuery
+    ),
+    responses(
+        (status = 200, description = "A page of environments", body = Page<EnvironmentView>),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
     State(node): State<Arc<Node>>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
@@ -98,13 +132,30 @@ async fn list(
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReadQuery {
+    /// `local` (default) or `linearizable`.
     pub consistency: Option<String>,
 }
 
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{env}",
+    tag = "environments",
+    summary = "Read an environment",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ReadQuery
+    ),
+    responses(
+        (status = 200, description = "The environment", body = EnvironmentView),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn read(
     State(node): State<Arc<Node>>,
     Path(env): Path<String>,
     Query(q): Query<ReadQuery>,
@@ -119,14 +170,32 @@ async fn read(
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct DeleteQuery {
+pub(crate) struct DeleteQuery {
+    /// Delete even with flags or segments in it.
     #[serde(default)]
     force: bool,
 }
 
-async fn remove(
+#[utoipa::path(
+    delete,
+    path = "/v1/environments/{env}",
+    tag = "environments",
+    summary = "Delete an environment (non-empty only with force)",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        DeleteQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
+    ),
+    responses(
+        (status = 200, description = "Committed", body = WriteBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn remove(
     State(node): State<Arc<Node>>,
     actor: Actor,
     headers: HeaderMap,

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::write::WriteError;
 
 /// One problem with the input, located by JSON pointer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Detail {
     pub path: String,
     pub problem: String,
@@ -155,4 +155,13 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The error body, as documented (the same shape as [`ApiError`]'s).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code, e.g. `flag_not_found`.
+    pub code: String,
+    pub message: String,
+    pub details: Vec<Detail>,
 }

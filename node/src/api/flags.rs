@@ -14,6 +14,8 @@ use pulseplane_core::{Command, Flag};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
+use crate::api::common::{Page, WriteBody};
+use crate::api::error::ErrorBody;
 use crate::api::auth::Actor;
 use crate::api::common::{
     PageQuery, WriteOk, paginate, parse_body, read_barrier, read_response, submit,
@@ -31,7 +33,7 @@ pub fn router() -> Router<Arc<Node>> {
 }
 
 /// A flag with its draft and published state.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FlagView {
     pub key: String,
     /// The draft's revision (its ETag); absent when only published.
@@ -67,6 +69,16 @@ impl FlagView {
     }
 }
 
+/// A flag as read, with `diff` when `?diff=published` asked for it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FlagViewWithDiff {
+    #[serde(flatten)]
+    pub view: FlagView,
+    /// The draft's changes against the published version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<Vec<Change>>,
+}
+
 fn flag_not_found(env: &str, key: &str) -> ApiError {
     ApiError::not_found(
         "flag_not_found",
@@ -74,7 +86,22 @@ fn flag_not_found(env: &str, key: &str) -> ApiError {
     )
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{env}/flags",
+    tag = "flags",
+    summary = "List flags with their draft and published state",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        PageQuery
+    ),
+    responses(
+        (status = 200, description = "A page of flags", body = Page<FlagView>),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
     State(node): State<Arc<Node>>,
     Path(env): Path<String>,
     Query(q): Query<PageQuery>,
@@ -101,9 +128,11 @@ async fn list(
 }
 
 /// `GET .../flags/{key}[?diff=published]`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ItemQuery {
+    /// `local` (default) or `linearizable`.
     pub consistency: Option<String>,
     /// `published`: add the draft's diff against the published version.
     pub diff: Option<String>,
@@ -134,7 +163,23 @@ pub(crate) fn item_response<T: Serialize>(applied: u64, view: &T, revision: Opti
     r
 }
 
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{env}/flags/{key}",
+    tag = "flags",
+    summary = "Read a flag (optionally with the draft diff)",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("key" = String, Path, description = "Flag or segment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ItemQuery
+    ),
+    responses(
+        (status = 200, description = "The flag; ETag is the draft revision", body = FlagViewWithDiff),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn read(
     State(node): State<Arc<Node>>,
     Path((env, key)): Path<(String, String)>,
     Query(q): Query<ItemQuery>,
@@ -145,25 +190,16 @@ async fn read(
         let e = state.env(&env)?;
         let view = FlagView::of(e, &key).ok_or_else(|| flag_not_found(&env, &key))?;
         let applied = applied.map_or(0, |l| l.index);
-        if with_diff {
-            #[derive(Serialize)]
-            struct WithDiff<'a> {
-                #[serde(flatten)]
-                view: &'a FlagView,
-                diff: Vec<Change>,
-            }
+        let diff = with_diff.then(|| {
             // The versioned content, without the kill switch applied.
             let published = e
                 .version_record(e.version())
                 .and_then(|r| r.flags.get(&key))
                 .and_then(|rev| e.flag_revisions.get(&key)?.get(rev));
-            let body = WithDiff {
-                view: &view,
-                diff: diff_items(published, view.draft.as_ref()),
-            };
-            return Ok(item_response(applied, &body, view.revision));
-        }
-        Ok(item_response(applied, &view, view.revision))
+            diff_items(published, view.draft.as_ref())
+        });
+        let revision = view.revision;
+        Ok(item_response(applied, &FlagViewWithDiff { view, diff }, revision))
     })
 }
 
@@ -193,7 +229,26 @@ pub(crate) fn expected_revision(headers: &HeaderMap) -> Result<Option<u64>, ApiE
     Ok(None)
 }
 
-async fn upsert(
+#[utoipa::path(
+    put,
+    path = "/v1/environments/{env}/flags/{key}",
+    tag = "flags",
+    summary = "Create or replace a draft flag",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("key" = String, Path, description = "Flag or segment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("If-Match" = Option<String>, Header, description = "The draft revision the write expects, as in its ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
+    ),
+    request_body(content = Flag, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = WriteBody),
+        (status = 200, description = "Committed", body = WriteBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn upsert(
     State(node): State<Arc<Node>>,
     actor: Actor,
     headers: HeaderMap,
@@ -229,7 +284,24 @@ async fn upsert(
     Ok(ok)
 }
 
-async fn remove(
+#[utoipa::path(
+    delete,
+    path = "/v1/environments/{env}/flags/{key}",
+    tag = "flags",
+    summary = "Delete a draft flag",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("key" = String, Path, description = "Flag or segment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("If-Match" = Option<String>, Header, description = "The draft revision the write expects, as in its ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
+    ),
+    responses(
+        (status = 200, description = "Committed", body = WriteBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn remove(
     State(node): State<Arc<Node>>,
     actor: Actor,
     headers: HeaderMap,

@@ -1,5 +1,6 @@
-//! `/healthz` (the process is up) and `/readyz` (a member that knows a
-//! leader and has applied up to the commit index it learned at start).
+//! `/healthz` (the process is up), `/readyz` (a member that knows a
+//! leader and has applied up to the commit index it learned at start) and
+//! `/openapi.json`.
 
 use std::sync::Arc;
 
@@ -15,13 +16,42 @@ pub fn router() -> Router<Arc<Node>> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
 }
 
-async fn healthz() -> &'static str {
+/// The OpenAPI document of this API (open, like the health checks).
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        crate::api::openapi::document(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    summary = "The process is up",
+    security(()),
+    responses((status = 200, description = "ok", body = String, content_type = "text/plain"))
+)]
+pub(crate) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(node): State<Arc<Node>>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    summary = "A member that knows a leader and has caught up",
+    security(()),
+    responses(
+        (status = 200, description = "ready", body = String, content_type = "text/plain"),
+        (status = 503, description = "not ready, and why", body = String, content_type = "text/plain")
+    )
+)]
+pub(crate) async fn readyz(State(node): State<Arc<Node>>) -> Response {
     match node.readiness().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(why) => (

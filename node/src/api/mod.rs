@@ -1,11 +1,12 @@
 //! The HTTP API: JSON over axum. Every endpoint but `/healthz`, `/readyz`
-//! and `/metrics` needs `Authorization: Bearer <token>`.
+//! and `/openapi.json` needs `Authorization: Bearer <token>`.
 //!
 //! Layout:
 //! - `error`: [`ApiError`], the one error body
 //! - `auth`: the bearer-token check and the caller's identity
 //! - `common`: paging, read consistency, write submission and responses
-//! - `health`: `/healthz`, `/readyz`
+//! - `health`: `/healthz`, `/readyz`, `/openapi.json`
+//! - `openapi`: the generated OpenAPI document
 //! - `admin`: `/admin/v1/cluster` and membership changes
 //! - `environments`: `/v1/environments`
 //! - `flags`: draft flags under `/v1/environments/{env}/flags`
@@ -23,6 +24,7 @@ pub mod environments;
 pub mod error;
 pub mod flags;
 pub mod health;
+pub mod openapi;
 pub mod publish;
 pub mod segments;
 pub mod versions;

@@ -13,6 +13,8 @@ use pulseplane_core::Command;
 use serde::Deserialize;
 
 use crate::api::ApiError;
+use crate::api::common::WriteBody;
+use crate::api::error::ErrorBody;
 use crate::api::auth::Actor;
 use crate::api::common::{WriteOk, parse_body, submit};
 use crate::node::Node;
@@ -25,16 +27,32 @@ pub fn router() -> Router<Arc<Node>> {
         .route("/v1/environments/{env}/flags/{key}/restore", post(restore))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PublishBody {
+pub(crate) struct PublishBody {
     #[serde(default)]
     message: String,
     flags: Option<Vec<String>>,
     segments: Option<Vec<String>>,
 }
 
-async fn publish(
+#[utoipa::path(
+    post,
+    path = "/v1/environments/{env}/publish",
+    tag = "publishing",
+    summary = "Publish drafts as a new version",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
+    ),
+    request_body(content = PublishBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed", body = WriteBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn publish(
     State(node): State<Arc<Node>>,
     actor: Actor,
     headers: HeaderMap,
@@ -51,15 +69,31 @@ async fn publish(
     submit(&node, &headers, &actor, command, body.len(), StatusCode::OK).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RollbackBody {
+pub(crate) struct RollbackBody {
     to_version: Option<u64>,
     #[serde(default)]
     message: String,
 }
 
-async fn rollback(
+#[utoipa::path(
+    post,
+    path = "/v1/environments/{env}/rollback",
+    tag = "publishing",
+    summary = "Make a new version with the content of an earlier one",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
+    ),
+    request_body(content = RollbackBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed", body = WriteBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn rollback(
     State(node): State<Arc<Node>>,
     actor: Actor,
     headers: HeaderMap,
@@ -75,14 +109,31 @@ async fn rollback(
     submit(&node, &headers, &actor, command, body.len(), StatusCode::OK).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MessageBody {
+pub(crate) struct MessageBody {
     #[serde(default)]
     message: String,
 }
 
-async fn kill(
+#[utoipa::path(
+    post,
+    path = "/v1/environments/{env}/flags/{key}/kill",
+    tag = "publishing",
+    summary = "Kill switch: serve the off variant at once",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("key" = String, Path, description = "Flag or segment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
+    ),
+    request_body(content = MessageBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed", body = WriteBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn kill(
     State(node): State<Arc<Node>>,
     actor: Actor,
     headers: HeaderMap,
@@ -94,7 +145,24 @@ async fn kill(
     submit(&node, &headers, &actor, command, body.len(), StatusCode::OK).await
 }
 
-async fn restore(
+#[utoipa::path(
+    post,
+    path = "/v1/environments/{env}/flags/{key}/restore",
+    tag = "publishing",
+    summary = "Lift a kill switch",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("key" = String, Path, description = "Flag or segment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
+    ),
+    request_body(content = MessageBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Committed", body = WriteBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn restore(
     State(node): State<Arc<Node>>,
     actor: Actor,
     headers: HeaderMap,

@@ -26,6 +26,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::api::ApiError;
+use crate::api::error::ErrorBody;
+use pulseplane_core::Snapshot;
 use crate::api::common::{APPLIED_INDEX_HEADER, parse_body, read_barrier, read_response};
 use crate::envs::{EnvActor, Published};
 use crate::node::Node;
@@ -47,11 +49,13 @@ pub fn router() -> Router<Arc<Node>> {
 }
 
 /// `?min_version=&wait=` of the snapshot and export endpoints.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotQuery {
+    /// Wait (with `wait`) until this node has this version or newer.
     pub min_version: Option<u64>,
-    /// `30s`, `500ms`, `2m`, or a number of seconds.
+    /// How long to wait: `30s`, `500ms`, `2m`, or whole seconds; at most 60 s.
     pub wait: Option<String>,
 }
 
@@ -255,7 +259,26 @@ async fn serve_snapshot(
     Ok((p, not_modified))
 }
 
-async fn snapshot(
+#[utoipa::path(
+    get,
+    path = "/v1/sdk/environments/{env}/snapshot",
+    tag = "distribution",
+    summary = "The SDK snapshot, with long-poll",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        SnapshotQuery,
+        ("If-None-Match" = Option<String>, Header, description = "The current ETag gets 304"),
+        ("X-Pulseplane-Instance" = Option<String>, Header, description = "SDK instance id"),
+        ("X-Pulseplane-Have-Version" = Option<u64>, Header, description = "Version the instance has")
+    ),
+    responses(
+        (status = 200, description = "The snapshot", body = Snapshot),
+        (status = 304, description = "Not modified"),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn snapshot(
     State(node): State<Arc<Node>>,
     Path(env): Path<String>,
     Query(q): Query<SnapshotQuery>,
@@ -289,7 +312,24 @@ async fn snapshot(
 }
 
 /// The bootstrap file: the snapshot, digest included, as a download.
-async fn export(
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{env}/export",
+    tag = "distribution",
+    summary = "The bootstrap file (the snapshot with its digest)",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        SnapshotQuery,
+        ("If-None-Match" = Option<String>, Header, description = "The current ETag gets 304")
+    ),
+    responses(
+        (status = 200, description = "The bootstrap file", body = Snapshot),
+        (status = 304, description = "Not modified"),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn export(
     State(node): State<Arc<Node>>,
     Path(env): Path<String>,
     Query(q): Query<SnapshotQuery>,
@@ -304,20 +344,27 @@ async fn export(
     Ok(r)
 }
 
-async fn fleet(
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{env}/fleet",
+    tag = "distribution",
+    summary = "SDK instances polling this node, by version",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    ),
+    responses(
+        (status = 200, description = "The fleet report", body = FleetBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn fleet(
     State(node): State<Arc<Node>>,
     Path(env): Path<String>,
 ) -> Result<Response, ApiError> {
     read_barrier(&node, None).await?;
     let actor = node.envs.get(&env).ok_or_else(|| not_found(&env))?;
-    #[derive(Serialize)]
-    struct Body {
-        env: String,
-        node: u64,
-        #[serde(flatten)]
-        report: crate::envs::FleetReport,
-    }
-    let body = Body {
+    let body = FleetBody {
         env,
         node: node.id,
         report: actor.fleet(),
@@ -325,10 +372,21 @@ async fn fleet(
     Ok(read_response(node.sm.applied_index(), &body))
 }
 
-#[derive(Debug, Deserialize)]
+/// The fleet report of one node.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct FleetBody {
+    env: String,
+    node: u64,
+    #[serde(flatten)]
+    report: crate::envs::FleetReport,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EvaluateBody {
+pub(crate) struct EvaluateBody {
+    /// `{"targeting_key": "...", "attributes": {...}}`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     context: Option<Context>,
     /// Only these flags (default: all).
     #[serde(default)]
@@ -338,8 +396,8 @@ struct EvaluateBody {
     draft: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct Evaluated {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Evaluated {
     env: String,
     /// The published version evaluated, or null for drafts.
     version: Option<u64>,
@@ -347,7 +405,22 @@ struct Evaluated {
     results: Vec<Value>,
 }
 
-async fn evaluate(
+#[utoipa::path(
+    post,
+    path = "/v1/environments/{env}/evaluate",
+    tag = "distribution",
+    summary = "Preview evaluation (operators and the console; rate-limited)",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    ),
+    request_body(content = EvaluateBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Results", body = Evaluated),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn evaluate(
     State(node): State<Arc<Node>>,
     Path(env): Path<String>,
     body: Bytes,

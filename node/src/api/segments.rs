@@ -14,6 +14,8 @@ use pulseplane_core::{Command, Segment};
 use serde::Serialize;
 
 use crate::api::ApiError;
+use crate::api::common::{Page, WriteBody};
+use crate::api::error::ErrorBody;
 use crate::api::auth::Actor;
 use crate::api::common::{
     PageQuery, WriteOk, paginate, parse_body, read_barrier, read_response, submit,
@@ -32,7 +34,7 @@ pub fn router() -> Router<Arc<Node>> {
 }
 
 /// A segment with its draft and published state.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SegmentView {
     pub key: String,
     /// The draft's revision (its ETag); absent when only published.
@@ -65,6 +67,16 @@ impl SegmentView {
     }
 }
 
+/// A segment as read, with `diff` when `?diff=published` asked for it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SegmentViewWithDiff {
+    #[serde(flatten)]
+    pub view: SegmentView,
+    /// The draft's changes against the published version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<Vec<Change>>,
+}
+
 fn segment_not_found(env: &str, key: &str) -> ApiError {
     ApiError::not_found(
         "segment_not_found",
@@ -72,7 +84,22 @@ fn segment_not_found(env: &str, key: &str) -> ApiError {
     )
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{env}/segments",
+    tag = "segments",
+    summary = "List segments",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        PageQuery
+    ),
+    responses(
+        (status = 200, description = "A page of segments", body = Page<SegmentView>),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
     State(node): State<Arc<Node>>,
     Path(env): Path<String>,
     Query(q): Query<PageQuery>,
@@ -96,7 +123,23 @@ async fn list(
     })
 }
 
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{env}/segments/{key}",
+    tag = "segments",
+    summary = "Read a segment (optionally with the draft diff)",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("key" = String, Path, description = "Flag or segment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ItemQuery
+    ),
+    responses(
+        (status = 200, description = "The segment", body = SegmentViewWithDiff),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn read(
     State(node): State<Arc<Node>>,
     Path((env, key)): Path<(String, String)>,
     Query(q): Query<ItemQuery>,
@@ -107,24 +150,32 @@ async fn read(
         let e = state.env(&env)?;
         let view = SegmentView::of(e, &key).ok_or_else(|| segment_not_found(&env, &key))?;
         let applied = applied.map_or(0, |l| l.index);
-        if with_diff {
-            #[derive(Serialize)]
-            struct WithDiff<'a> {
-                #[serde(flatten)]
-                view: &'a SegmentView,
-                diff: Vec<Change>,
-            }
-            let body = WithDiff {
-                view: &view,
-                diff: diff_items(view.published.as_ref(), view.draft.as_ref()),
-            };
-            return Ok(item_response(applied, &body, view.revision));
-        }
-        Ok(item_response(applied, &view, view.revision))
+        let diff = with_diff.then(|| diff_items(view.published.as_ref(), view.draft.as_ref()));
+        let revision = view.revision;
+        Ok(item_response(applied, &SegmentViewWithDiff { view, diff }, revision))
     })
 }
 
-async fn upsert(
+#[utoipa::path(
+    put,
+    path = "/v1/environments/{env}/segments/{key}",
+    tag = "segments",
+    summary = "Create or replace a draft segment",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("key" = String, Path, description = "Flag or segment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("If-Match" = Option<String>, Header, description = "The draft revision the write expects, as in its ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
+    ),
+    request_body(content = Segment, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = WriteBody),
+        (status = 200, description = "Committed", body = WriteBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn upsert(
     State(node): State<Arc<Node>>,
     actor: Actor,
     headers: HeaderMap,
@@ -160,7 +211,24 @@ async fn upsert(
     Ok(ok)
 }
 
-async fn remove(
+#[utoipa::path(
+    delete,
+    path = "/v1/environments/{env}/segments/{key}",
+    tag = "segments",
+    summary = "Delete a draft segment",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("key" = String, Path, description = "Flag or segment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("If-Match" = Option<String>, Header, description = "The draft revision the write expects, as in its ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
+    ),
+    responses(
+        (status = 200, description = "Committed", body = WriteBody),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn remove(
     State(node): State<Arc<Node>>,
     actor: Actor,
     headers: HeaderMap,

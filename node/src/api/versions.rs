@@ -16,6 +16,7 @@ use pulseplane_core::{Flag, Segment};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
+use crate::api::error::ErrorBody;
 use crate::api::common::{Page, PageQuery, read_barrier, read_response};
 use crate::api::diff::{Change, diff_items};
 use crate::node::Node;
@@ -27,27 +28,27 @@ pub fn router() -> Router<Arc<Node>> {
 }
 
 /// One version in the history list.
-#[derive(Debug, Serialize)]
-pub struct VersionSummary<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VersionSummary {
     pub version: u64,
     pub at_ms: i64,
-    pub author: &'a str,
-    pub message: &'a str,
-    pub action: &'a VersionAction,
-    pub changed_flags: &'a [String],
-    pub changed_segments: &'a [String],
+    pub author: String,
+    pub message: String,
+    pub action: VersionAction,
+    pub changed_flags: Vec<String>,
+    pub changed_segments: Vec<String>,
 }
 
-impl<'a> VersionSummary<'a> {
-    fn of(r: &'a VersionRecord) -> VersionSummary<'a> {
+impl VersionSummary {
+    fn of(r: &VersionRecord) -> VersionSummary {
         VersionSummary {
             version: r.version,
             at_ms: r.at_ms,
-            author: &r.author,
-            message: &r.message,
-            action: &r.action,
-            changed_flags: &r.changed_flags,
-            changed_segments: &r.changed_segments,
+            author: r.author.clone(),
+            message: r.message.clone(),
+            action: r.action.clone(),
+            changed_flags: r.changed_flags.clone(),
+            changed_segments: r.changed_segments.clone(),
         }
     }
 }
@@ -59,7 +60,22 @@ fn version_not_found(env: &str, v: u64) -> ApiError {
     )
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{env}/versions",
+    tag = "history",
+    summary = "List versions, newest first",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        PageQuery
+    ),
+    responses(
+        (status = 200, description = "A page of versions", body = Page<VersionSummary>),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
     State(node): State<Arc<Node>>,
     Path(env): Path<String>,
     Query(q): Query<PageQuery>,
@@ -74,7 +90,7 @@ async fn list(
     read_barrier(&node, q.consistency.as_deref()).await?;
     node.sm.read(|applied, state| {
         let e = state.env(&env)?;
-        let mut items: Vec<VersionSummary<'_>> = e
+        let mut items: Vec<VersionSummary> = e
             .versions
             .iter()
             .rev()
@@ -93,44 +109,57 @@ async fn list(
     })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct VersionQuery {
+pub(crate) struct VersionQuery {
+    /// Answer the diff from this version (0: the empty start) instead.
     diff_from: Option<u64>,
+    /// `local` (default) or `linearizable`.
     consistency: Option<String>,
 }
 
 /// A version's full content.
-#[derive(Debug, Serialize)]
-struct VersionContent<'a> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct VersionContent {
     #[serde(flatten)]
-    summary: VersionSummary<'a>,
+    summary: VersionSummary,
     /// The versioned flags (kill switches are kept apart from content).
     flags: Vec<Flag>,
     segments: Vec<Segment>,
     /// The flags whose kill switch is in force now (it overrides every
     /// version until restored).
-    killed_now: Vec<&'a str>,
+    killed_now: Vec<String>,
 }
 
 /// What changed for one flag or segment between two versions.
-#[derive(Debug, Serialize)]
-struct ItemDiff {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ItemDiff {
     key: String,
     /// `added`, `removed` or `changed`.
+    #[schema(value_type = String)]
     status: &'static str,
     from_revision: Option<u64>,
     to_revision: Option<u64>,
     changes: Vec<Change>,
 }
 
-#[derive(Debug, Serialize)]
-struct VersionDiff {
+/// What changed from one version to another.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct VersionDiff {
     env: String,
     from: u64,
     to: u64,
     flags: Vec<ItemDiff>,
     segments: Vec<ItemDiff>,
+}
+
+/// `GET .../versions/{v}`: the content, or with `diff_from` the diff.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub(crate) enum VersionRead {
+    Content(VersionContent),
+    Diff(VersionDiff),
 }
 
 /// Flag or segment key → revision in version `v` (empty for version 0).
@@ -173,7 +202,23 @@ fn diff_maps<T: Serialize>(
         .collect()
 }
 
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{env}/versions/{version}",
+    tag = "history",
+    summary = "A version's content, or a diff with diff_from",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        ("version" = u64, Path, description = "Version number"),
+        VersionQuery
+    ),
+    responses(
+        (status = 200, description = "The version's content, or with diff_from a VersionDiff", body = VersionRead),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn read(
     State(node): State<Arc<Node>>,
     Path((env, version)): Path<(String, u64)>,
     Query(q): Query<VersionQuery>,
@@ -194,7 +239,7 @@ async fn read(
                     e.segment_revisions.get(k)?.get(&r).cloned()
                 }),
             };
-            return Ok(read_response(applied, &body));
+            return Ok(read_response(applied, &VersionRead::Diff(body)));
         }
         let r = e
             .version_record(version)
@@ -203,8 +248,8 @@ async fn read(
             summary: VersionSummary::of(r),
             flags: e.version_flags(r),
             segments: e.version_segments(r),
-            killed_now: e.kills.keys().map(String::as_str).collect(),
+            killed_now: e.kills.keys().cloned().collect(),
         };
-        Ok(read_response(applied, &body))
+        Ok(read_response(applied, &VersionRead::Content(body)))
     })
 }

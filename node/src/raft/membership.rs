@@ -28,7 +28,7 @@ pub enum AdminRequest {
 }
 
 /// What `GET /admin/v1/cluster` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
     pub leader: Option<NodeId>,
     pub term: u64,
@@ -40,7 +40,7 @@ pub struct ClusterStatus {
 }
 
 /// One member as the leader sees it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemberStatus {
     pub id: NodeId,
     pub address: String,

@@ -29,7 +29,7 @@ pub const PATH_STATUS: &str = "/raft/status";
 pub const PATH_ADMIN: &str = "/raft/admin";
 
 /// A node's own view of itself, for status probes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LocalStatus {
     pub id: NodeId,
     /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.

@@ -151,6 +151,7 @@ impl Command {
 
 /// What an applied command did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Outcome {
     pub env: String,
     /// The environment's published version after the command.

@@ -13,6 +13,7 @@ pub const TARGETING_KEY: &str = "targeting_key";
 /// An environment such as `dev`, `stage` or `prod`. Flags and segments live
 /// inside one environment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Environment {
     pub key: String,
     pub name: String,
@@ -20,6 +21,7 @@ pub struct Environment {
 
 /// What a flag serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FlagKind {
     /// Variants `on` = true and `off` = false.
@@ -32,6 +34,7 @@ pub enum FlagKind {
 
 /// The declared value type of a `config` flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConfigType {
     String,
@@ -43,6 +46,7 @@ pub enum ConfigType {
 
 /// A named value a flag can serve.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Variant {
     pub key: String,
     pub value: Value,
@@ -52,6 +56,7 @@ pub struct Variant {
 
 /// A feature flag or config value, as written by operators.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Flag {
     /// Filled from the URL path by the API when absent from the body.
     #[serde(default)]
@@ -91,6 +96,7 @@ pub struct Flag {
 
 /// Another flag must serve `variant` for the dependent flag to be evaluated.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Prerequisite {
     pub flag: String,
     pub variant: String,
@@ -98,6 +104,7 @@ pub struct Prerequisite {
 
 /// A targeting rule: all clauses must match (AND), then `serve` decides.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rule {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
@@ -108,6 +115,7 @@ pub struct Rule {
 
 /// One condition on a context attribute.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Clause {
     /// Context attribute name; `targeting_key` is the targeting key. Unused
     /// by `in_segment`.
@@ -122,6 +130,7 @@ pub struct Clause {
 
 /// Clause operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Operator {
     In,
@@ -146,6 +155,7 @@ pub enum Operator {
 
 /// What a rule or the default serves: one variant, or a weighted rollout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Serve {
     Variant(String),
@@ -154,6 +164,7 @@ pub enum Serve {
 
 /// A deterministic weighted split; see docs/flags.md, "Bucketing".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rollout {
     /// The attribute to bucket by; the targeting key when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,6 +177,7 @@ pub struct Rollout {
 
 /// One arm of a rollout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WeightedVariant {
     pub variant: String,
     pub weight: u32,
@@ -173,6 +185,7 @@ pub struct WeightedVariant {
 
 /// A reusable, named set of clauses.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Segment {
     #[serde(default)]
     pub key: String,

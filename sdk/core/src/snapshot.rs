@@ -20,6 +20,7 @@ pub const SNAPSHOT_FORMAT: u32 = 1;
 
 /// One environment's published flags and segments.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     pub format: u32,
     pub env: String,

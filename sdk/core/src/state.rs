@@ -42,6 +42,7 @@ pub struct State {
 /// Cluster-wide settings, replicated like everything else so that every
 /// replica expires and prunes alike.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default)]
 pub struct Settings {
     /// How long an idempotency key is remembered, in milliseconds.
@@ -128,6 +129,7 @@ pub struct VersionRecord {
 
 /// What made a version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum VersionAction {
     Publish,
