@@ -1,0 +1,240 @@
+//! The poller: one task per client. It asks one endpoint at a time for the
+//! environment's snapshot, with the node's long-poll (`min_version` and
+//! `wait`) and `If-None-Match`; it moves to the next endpoint on an error,
+//! a timeout or an answer older than what it has, backing off with jitter;
+//! it never installs an older version, and keeps the last good snapshot on
+//! disk.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use pulseplane_core::Snapshot;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::client::{Inner, Loaded, Source};
+
+/// What one poll brought.
+enum Outcome {
+    /// A newer snapshot, installed.
+    Updated,
+    /// 304, or the version the client has.
+    Current,
+    /// An older version than the client has: try another node.
+    Behind(u64),
+    /// The node does not know the environment (yet).
+    Unknown,
+    Failed(String),
+}
+
+/// Runs until the client is closed or dropped.
+pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
+    let mut stop = inner.stop.subscribe();
+    let endpoints = inner.config.endpoints.clone();
+    let mut index = 0usize;
+    let mut etag: Option<String> = None;
+    let mut failures = 0u32;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let endpoint = &endpoints[index % endpoints.len()];
+        inner.endpoint.store(index as u64, Ordering::Relaxed);
+        let span = info_span!("pulseplane.poll", endpoint = %endpoint, env = %inner.config.environment);
+        let outcome = tokio::select! {
+            o = poll_once(&inner, &http, endpoint, &mut etag).instrument(span) => o,
+            _ = stop.changed() => return,
+        };
+        let pause = match outcome {
+            Outcome::Updated | Outcome::Current => {
+                failures = 0;
+                if inner.config.long_poll {
+                    // The node held the request until a change or its wait
+                    // ran out: ask again at once.
+                    Duration::ZERO
+                } else {
+                    jittered(inner.config.poll_interval, inner.config.jitter)
+                }
+            }
+            Outcome::Behind(v) => {
+                inner.counters.behind.fetch_add(1, Ordering::Relaxed);
+                debug!(endpoint = %endpoint, version = v, "node is behind; trying another");
+                failures += 1;
+                index += 1;
+                inner.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                backoff(&inner, failures)
+            }
+            Outcome::Unknown | Outcome::Failed(_) => {
+                if let Outcome::Failed(e) = &outcome {
+                    warn!(endpoint = %endpoint, error = %e, "poll failed");
+                } else {
+                    warn!(endpoint = %endpoint, "the node does not know the environment");
+                }
+                inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+                failures += 1;
+                if endpoints.len() > 1 {
+                    index += 1;
+                    inner.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                }
+                backoff(&inner, failures)
+            }
+        };
+        if !pause.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms, capped at the poll interval and the
+/// max backoff, with jitter. The first retry after a failure on one node
+/// goes to the next node at once when there are several.
+fn backoff(inner: &Inner, failures: u32) -> Duration {
+    let n = inner.config.endpoints.len() as u32;
+    if failures < n.max(1) && n > 1 {
+        return Duration::ZERO;
+    }
+    let exp = failures.saturating_sub(n).min(16);
+    let base = Duration::from_millis(100).saturating_mul(1 << exp);
+    let cap = inner.config.max_backoff.min(inner.config.poll_interval.max(Duration::from_millis(100)));
+    jittered(base.min(cap), inner.config.jitter.max(0.2))
+}
+
+fn jittered(d: Duration, jitter: f64) -> Duration {
+    let f = 1.0 + jitter * (fastrand::f64() * 2.0 - 1.0);
+    d.mul_f64(f.max(0.0))
+}
+
+async fn poll_once(
+    inner: &Inner,
+    http: &reqwest::Client,
+    endpoint: &str,
+    etag: &mut Option<String>,
+) -> Outcome {
+    let cfg = &inner.config;
+    let current = inner.current.load_full();
+    let from_node = current.source == Source::Node;
+    let mut url = format!("{endpoint}/v1/sdk/environments/{}/snapshot", cfg.environment);
+    let mut timeout = cfg.request_timeout;
+    if cfg.long_poll {
+        // From a node: wait for the next version. From local data: wait for
+        // a node that has at least that version.
+        let min = if from_node { current.version + 1 } else { current.version };
+        url.push_str(&format!(
+            "?min_version={min}&wait={}ms",
+            cfg.long_poll_wait.as_millis()
+        ));
+        timeout += cfg.long_poll_wait;
+    }
+    let mut req = http
+        .get(&url)
+        .timeout(timeout)
+        .header("accept-encoding", "gzip")
+        .header("x-pulseplane-instance", &cfg.instance_id)
+        .header("x-pulseplane-have-version", current.version);
+    if !cfg.sdk_key.is_empty() {
+        req = req.bearer_auth(&cfg.sdk_key);
+    }
+    if let (true, Some(tag)) = (from_node, etag.as_deref()) {
+        req = req.header("if-none-match", tag);
+    }
+    let response = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let status = response.status().as_u16();
+    let new_etag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let gzip = response
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    match status {
+        304 => {
+            inner.counters.not_modified.fetch_add(1, Ordering::Relaxed);
+            inner.synced();
+            return Outcome::Current;
+        }
+        200 => {}
+        404 => return Outcome::Unknown,
+        s => return Outcome::Failed(format!("HTTP {s}")),
+    }
+    let body = match response.bytes().await {
+        Ok(b) => b,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let bytes = if gzip {
+        let mut out = Vec::with_capacity(body.len() * 8);
+        if let Err(e) = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out) {
+            inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Outcome::Failed(format!("gzip body: {e}"));
+        }
+        out
+    } else {
+        body.to_vec()
+    };
+    let (snapshot, set) = match Snapshot::load(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            warn!(endpoint = %endpoint, error = %e, "snapshot rejected; the last good one stays in force");
+            return Outcome::Failed(format!("snapshot rejected: {e}"));
+        }
+    };
+    if snapshot.env != cfg.environment {
+        inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        return Outcome::Failed(format!("snapshot of environment {:?}", snapshot.env));
+    }
+    let version = snapshot.version;
+    // Never go back in version; from local data, a node's snapshot of the
+    // same version takes over (it is fresh).
+    let newer = version > current.version || (!from_node && version == current.version);
+    if !newer {
+        if version < current.version {
+            return Outcome::Behind(version);
+        }
+        inner.counters.unchanged.fetch_add(1, Ordering::Relaxed);
+        inner.synced();
+        return Outcome::Current;
+    }
+    *etag = new_etag;
+    inner.install(Loaded::new(snapshot, set, Source::Node));
+    inner.counters.updated.fetch_add(1, Ordering::Relaxed);
+    // The cache is written before readiness is announced, so a ready
+    // client always has its snapshot on disk.
+    if let Some(path) = cfg.cache_file.clone() {
+        let written = tokio::task::spawn_blocking(move || write_atomic(&path, &bytes)).await;
+        if let Ok(Err(e)) = written {
+            warn!(error = %e, "writing the cache file failed");
+        }
+    }
+    inner.synced();
+    Outcome::Updated
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename,
+/// so a crash leaves the old file or the new one, never a torn one.
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
