@@ -253,6 +253,11 @@ async fn a_kill_switch_arrives_before_the_next_poll() {
     assert!(took < Duration::from_millis(2500), "took {took:?}, as long as a poll interval");
     let d = client.bool_details("a", &ctx, true);
     assert_eq!(d.reason, Reason::Disabled);
+    // Listeners run right after the swap.
+    wait_until(Duration::from_secs(5), "the change listener", || async {
+        (!seen.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
     let changes = seen.lock().unwrap().clone();
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].old_value, Some(json!(true)));

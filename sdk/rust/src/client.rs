@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -16,6 +16,7 @@ use tracing::warn;
 
 use crate::config::{Builder, Config, ConfigError};
 use crate::hooks::{FlagChange, HookContext, HookDetails, Listener};
+use crate::poll::merge_usage;
 use crate::{Details, ErrorCode, Reason};
 
 /// Where the data in force came from.
@@ -134,17 +135,22 @@ pub(crate) struct Inner {
     /// Milliseconds after `epoch` of the last good sync, plus one (0: never).
     last_sync: AtomicU64,
     pub(crate) ready: watch::Sender<bool>,
-    listeners: RwLock<Vec<(Option<String>, Listener)>>,
+    listeners: RwLock<Vec<(Option<String>, Arc<Listener>)>>,
     pub(crate) counters: PollCounters,
     pub(crate) stop: watch::Sender<bool>,
-    /// The endpoint the poller uses now.
-    pub(crate) endpoint: AtomicU64,
+    /// Usage counted on snapshots since replaced, not yet taken.
+    retired_usage: Mutex<UsageReport>,
 }
 
 impl Inner {
-    pub(crate) fn synced(&self) {
+    /// Records a successful sync with a node (now).
+    pub(crate) fn touch(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64 + 1;
         self.last_sync.store(ms, Ordering::Relaxed);
+    }
+
+    /// Announces that a node's snapshot is in force (and on disk).
+    pub(crate) fn announce_ready(&self) {
         self.ready.send_if_modified(|r| !std::mem::replace(r, true));
     }
 
@@ -159,11 +165,21 @@ impl Inner {
         }
     }
 
-    /// Swaps in `next` and tells the listeners what changed.
+    /// Swaps in `next` and tells the listeners what changed. Listeners run
+    /// without any lock held; one that panics is logged and skipped.
     pub(crate) fn install(&self, next: Loaded) {
         let next = Arc::new(next);
         let prev = self.current.swap(next.clone());
-        let listeners = self.listeners.read().unwrap_or_else(|p| p.into_inner());
+        {
+            let drained = prev.usage.drain(&prev.set);
+            let mut retired = self.retired_usage.lock().unwrap_or_else(|p| p.into_inner());
+            merge_usage(&mut retired, drained);
+        }
+        let listeners: Vec<(Option<String>, Arc<Listener>)> = self
+            .listeners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if listeners.is_empty() {
             return;
         }
@@ -189,9 +205,12 @@ impl Inner {
                 old_version: prev.version,
                 new_version: next.version,
             };
-            for (filter, listener) in listeners.iter() {
+            for (filter, listener) in &listeners {
                 if filter.as_deref().is_none_or(|f| f == key) {
-                    listener(&change);
+                    let call = std::panic::AssertUnwindSafe(|| listener(&change));
+                    if std::panic::catch_unwind(call).is_err() {
+                        warn!(flag = %key, "a change listener panicked");
+                    }
                 }
             }
         }
@@ -255,31 +274,41 @@ impl Client {
             listeners: RwLock::new(Vec::new()),
             counters: PollCounters::default(),
             stop: stop.clone(),
-            endpoint: AtomicU64::new(0),
+            retired_usage: Mutex::new(UsageReport::default()),
             config,
         });
+        // The cache and the bootstrap file: the newer of the two that
+        // check out (the cache on a tie).
+        let mut best: Option<(Snapshot, FlagSet, Source)> = None;
         let local = [
             (inner.config.cache_file.clone(), Source::Cache),
             (inner.config.bootstrap_file.clone(), Source::Bootstrap),
         ];
         for (path, source) in local {
             let Some(path) = path else { continue };
+            if !path.exists() {
+                if source == Source::Bootstrap {
+                    warn!(path = %path.display(), "the bootstrap file does not exist");
+                }
+                continue;
+            }
             let env = env.clone();
             let p = path.clone();
-            let read = tokio::task::spawn_blocking(move || read_snapshot_file(&p, &env)).await;
-            match read {
+            match tokio::task::spawn_blocking(move || read_snapshot_file(&p, &env)).await {
                 Ok(Ok((snapshot, set))) => {
-                    inner.install(Loaded::new(snapshot, set, source));
-                    break;
+                    if best.as_ref().is_none_or(|(b, _, _)| snapshot.version > b.version) {
+                        best = Some((snapshot, set, source));
+                    }
                 }
                 Ok(Err(e)) => {
-                    if path.exists() || source == Source::Bootstrap {
-                        inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                        warn!(path = %path.display(), error = %e, "snapshot file ignored");
-                    }
+                    inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    warn!(path = %path.display(), error = %e, "snapshot file ignored");
                 }
                 Err(e) => warn!(error = %e, "reading a snapshot file failed"),
             }
+        }
+        if let Some((snapshot, set, source)) = best {
+            inner.install(Loaded::new(snapshot, set, source));
         }
         let http = reqwest::Client::builder()
             .connect_timeout(inner.config.request_timeout)
@@ -297,8 +326,9 @@ impl Client {
         Ok(client)
     }
 
-    /// Waits until a fresh snapshot from a node is in force, at most
-    /// `timeout`; true when it is.
+    /// Waits, at most `timeout`, until a snapshot from a node has been put
+    /// in force (once; see [`Client::status`] for freshness since); true
+    /// when it has.
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let mut rx = self.inner.ready.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|r| *r))
@@ -344,7 +374,9 @@ impl Client {
     }
 
     /// Calls `listener` on every change of flag `flag` (or of any flag when
-    /// `None`) brought by a new snapshot.
+    /// `None`) brought by a new snapshot. It runs on the poller's task:
+    /// keep it short, and capture a `Weak` rather than a `Client` clone
+    /// (a listener holding a client keeps the poller alive).
     pub fn on_change(
         &self,
         flag: Option<&str>,
@@ -354,7 +386,7 @@ impl Client {
             .listeners
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .push((flag.map(str::to_owned), Box::new(listener)));
+            .push((flag.map(str::to_owned), Arc::new(Box::new(listener))));
     }
 
     /// Poll counters and sync age.
@@ -374,11 +406,15 @@ impl Client {
         }
     }
 
-    /// Evaluations by flag and variant since the last call (for the
-    /// snapshot in force; counts of replaced snapshots are dropped).
+    /// Evaluations by flag and variant since the last call, across
+    /// snapshot changes.
     pub fn take_usage(&self) -> UsageReport {
         let l = self.inner.current.load();
-        l.usage.drain(&l.set)
+        let mut report = std::mem::take(
+            &mut *self.inner.retired_usage.lock().unwrap_or_else(|p| p.into_inner()),
+        );
+        merge_usage(&mut report, l.usage.drain(&l.set));
+        report
     }
 
     /// Stops polling; evaluation goes on with the data in force.
@@ -391,10 +427,10 @@ impl Client {
     /// A boolean flag's value, or `default`.
     #[inline]
     pub fn bool_value(&self, key: &str, ctx: &Context, default: bool) -> bool {
-        let l = self.inner.current.load();
         if !self.inner.config.hooks.is_empty() {
             return self.bool_details(key, ctx, default).value;
         }
+        let l = self.inner.current.load();
         let d = l.set.bool_details(key, ctx, default);
         l.usage.record(&d);
         d.value
@@ -408,10 +444,10 @@ impl Client {
     /// An integer value, or `default`.
     #[inline]
     pub fn int_value(&self, key: &str, ctx: &Context, default: i64) -> i64 {
-        let l = self.inner.current.load();
         if !self.inner.config.hooks.is_empty() {
             return self.int_details(key, ctx, default).value;
         }
+        let l = self.inner.current.load();
         let d = l.set.int_details(key, ctx, default);
         l.usage.record(&d);
         d.value
@@ -428,89 +464,139 @@ impl Client {
     }
 
     pub fn bool_details(&self, key: &str, ctx: &Context, default: bool) -> Details<bool> {
-        let l = self.inner.current.load();
-        self.finish(key, &Value::Bool(default), l.set.bool_details(key, ctx, default), &l, |v| *v, Value::Bool)
+        self.evaluate(
+            key,
+            || Value::Bool(default),
+            |l| resolve(l.set.bool_details(key, ctx, default), l, |v| *v),
+            Value::Bool,
+        )
     }
 
     pub fn string_details(&self, key: &str, ctx: &Context, default: &str) -> Details<String> {
-        let l = self.inner.current.load();
-        let d = l.set.string_details(key, ctx, default);
-        self.finish(key, &Value::from(default), d, &l, |v| (*v).to_owned(), |v: String| Value::String(v))
+        self.evaluate(
+            key,
+            || Value::from(default),
+            |l| resolve(l.set.string_details(key, ctx, default), l, |v| (*v).to_owned()),
+            Value::String,
+        )
     }
 
     pub fn int_details(&self, key: &str, ctx: &Context, default: i64) -> Details<i64> {
-        let l = self.inner.current.load();
-        self.finish(key, &Value::from(default), l.set.int_details(key, ctx, default), &l, |v| *v, Value::from)
+        self.evaluate(
+            key,
+            || Value::from(default),
+            |l| resolve(l.set.int_details(key, ctx, default), l, |v| *v),
+            Value::from,
+        )
     }
 
     pub fn float_details(&self, key: &str, ctx: &Context, default: f64) -> Details<f64> {
-        let l = self.inner.current.load();
-        self.finish(key, &Value::from(default), l.set.float_details(key, ctx, default), &l, |v| *v, Value::from)
+        self.evaluate(
+            key,
+            || Value::from(default),
+            |l| resolve(l.set.float_details(key, ctx, default), l, |v| *v),
+            Value::from,
+        )
     }
 
     pub fn json_details(&self, key: &str, ctx: &Context, default: Value) -> Details<Value> {
-        let l = self.inner.current.load();
-        let d = l.set.json_details(key, ctx, &default);
-        self.finish(key, &default, d, &l, |v| (*v).clone(), |v| v)
+        let for_hooks = if self.inner.config.hooks.is_empty() {
+            Value::Null
+        } else {
+            default.clone()
+        };
+        self.evaluate(
+            key,
+            move || for_hooks,
+            |l| resolve(l.set.json_details(key, ctx, &default), l, |v| (*v).clone()),
+            |v| v,
+        )
     }
 
-    /// Counts, runs the hooks, and turns core details into owned ones,
-    /// marked STALE when the data is.
-    fn finish<T, U>(
+    /// Runs the `before` hooks, evaluates (and counts), runs the `after` or
+    /// `error` hooks then the `finally` hooks (both in reverse order, as
+    /// OpenFeature does), and marks the result STALE when the data is.
+    fn evaluate<U: Clone>(
         &self,
         key: &str,
-        default: &Value,
-        d: EvaluationDetails<'_, T>,
-        l: &Loaded,
-        own: impl Fn(&T) -> U,
+        default_json: impl FnOnce() -> Value,
+        eval: impl FnOnce(&Loaded) -> Resolved<U>,
         to_json: impl Fn(U) -> Value,
-    ) -> Details<U>
-    where
-        U: Clone,
-    {
-        l.usage.record(&d);
+    ) -> Details<U> {
         let hooks = &self.inner.config.hooks;
-        let hook_ctx = HookContext { flag: key, default };
+        let default = if hooks.is_empty() {
+            Value::Null
+        } else {
+            default_json()
+        };
+        let hook_ctx = HookContext {
+            flag: key,
+            default: &default,
+        };
         for h in hooks {
             h.before(&hook_ctx);
         }
+        let l = self.inner.current.load();
+        let r = eval(&l);
         let stale = l.source != Source::Node || self.is_stale();
-        let served = d.error_code.is_none() && d.variant.is_some();
-        let reason = if d.error_code.is_some() {
+        let reason = if r.error_code.is_some() {
             Reason::Error
         } else if stale && l.source != Source::Defaults {
             Reason::Stale
         } else {
-            Reason::from(d.reason)
+            r.reason
         };
-        let value = own(&d.value);
         if !hooks.is_empty() {
             let details = HookDetails {
                 flag: key,
-                value: to_json(value.clone()),
-                variant: d.variant,
+                value: to_json(r.value.clone()),
+                variant: r.variant.as_deref(),
                 reason,
-                env_version: d.env_version,
+                error_code: r.error_code,
+                env_version: r.env_version,
             };
-            for h in hooks {
-                if served {
+            for h in hooks.iter().rev() {
+                if r.error_code.is_none() {
                     h.after(&hook_ctx, &details);
                 } else {
                     h.error(&hook_ctx, &details);
                 }
             }
-            for h in hooks {
+            for h in hooks.iter().rev() {
                 h.finally(&hook_ctx, &details);
             }
         }
         Details {
-            value,
-            variant: d.variant.map(str::to_owned),
+            value: r.value,
+            variant: r.variant,
             reason,
-            resolved_reason: Reason::from(d.reason),
-            error_code: d.error_code.map(ErrorCode::from),
-            flag_version: d.flag_version,
-            env_version: d.env_version,
+            resolved_reason: r.reason,
+            error_code: r.error_code,
+            flag_version: r.flag_version,
+            env_version: r.env_version,
         }
+    }
+}
+
+/// An evaluation's result, owned.
+struct Resolved<U> {
+    value: U,
+    variant: Option<String>,
+    reason: Reason,
+    error_code: Option<ErrorCode>,
+    flag_version: u64,
+    env_version: u64,
+}
+
+/// Counts `d` and makes it owned.
+fn resolve<T, U>(d: EvaluationDetails<'_, T>, l: &Loaded, own: impl Fn(&T) -> U) -> Resolved<U> {
+    l.usage.record(&d);
+    Resolved {
+        value: own(&d.value),
+        variant: d.variant.map(str::to_owned),
+        reason: Reason::from(d.reason),
+        error_code: d.error_code.map(ErrorCode::from),
+        flag_version: d.flag_version,
+        env_version: d.env_version,
     }
 }

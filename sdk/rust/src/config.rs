@@ -10,12 +10,14 @@ use crate::hooks::Hook;
 /// at all is refused; an unreachable control plane is not an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("environment: must not be empty")]
-    NoEnvironment,
-    #[error("endpoint {0:?}: must be an http:// URL")]
+    #[error("environment {0:?}: {1}")]
+    Environment(String, String),
+    #[error("endpoint {0:?}: must be an http:// URL with a host")]
     Endpoint(String),
     #[error("{0}: must be more than zero")]
     Zero(&'static str),
+    #[error("{0}")]
+    Invalid(String),
     #[error("cannot start the HTTP client: {0}")]
     Http(String),
 }
@@ -96,13 +98,17 @@ impl Builder {
 
     /// Fraction (0 to 1) by which each poll interval is varied at random.
     pub fn jitter(mut self, fraction: f64) -> Builder {
-        self.config.jitter = fraction.clamp(0.0, 1.0);
+        self.config.jitter = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         self
     }
 
     /// Long-poll: ask the node to hold the request until the next version
-    /// (on by default), waiting at most `wait` per request (default 30 s;
-    /// nodes cap it at 60 s).
+    /// (on by default), waiting at most `long_poll_wait` per request
+    /// (default 30 s, 1 to 60 s).
     pub fn long_poll(mut self, on: bool) -> Builder {
         self.config.long_poll = on;
         self
@@ -140,7 +146,8 @@ impl Builder {
     }
 
     /// Data from the control plane older than this is reported stale
-    /// (default 5 minutes).
+    /// (default 5 minutes; must exceed the long-poll wait, or the poll
+    /// interval with long-poll off, plus the request timeout).
     pub fn stale_after(mut self, after: Duration) -> Builder {
         self.config.stale_after = after;
         self
@@ -166,10 +173,13 @@ impl Builder {
 
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
         let c = &self.config;
-        if c.environment.is_empty() {
-            return Err(ConfigError::NoEnvironment);
+        if let Some(problem) = pulseplane_core::limits::check_key(&c.environment) {
+            return Err(ConfigError::Environment(c.environment.clone(), problem));
         }
-        if let Some(e) = c.endpoints.iter().find(|e| !e.starts_with("http://")) {
+        if let Some(e) = c.endpoints.iter().find(|e| {
+            e.strip_prefix("http://")
+                .is_none_or(|rest| rest.is_empty() || rest.starts_with('/'))
+        }) {
             return Err(ConfigError::Endpoint(e.clone()));
         }
         for (name, d) in [
@@ -181,6 +191,34 @@ impl Builder {
             if d.is_zero() {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        let day = Duration::from_secs(86_400);
+        if c.poll_interval > day || c.request_timeout > day || c.max_backoff > day {
+            return Err(ConfigError::Invalid(
+                "poll_interval, request_timeout and max_backoff must be at most a day".into(),
+            ));
+        }
+        if c.long_poll
+            && !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&c.long_poll_wait)
+        {
+            return Err(ConfigError::Invalid("long_poll_wait must be 1 to 60 s".into()));
+        }
+        let cycle = if c.long_poll { c.long_poll_wait } else { c.poll_interval.mul_f64(1.0 + c.jitter) };
+        if c.stale_after <= cycle + c.request_timeout {
+            return Err(ConfigError::Invalid(format!(
+                "stale_after ({:?}) must exceed one poll cycle plus the request timeout ({:?})",
+                c.stale_after,
+                cycle + c.request_timeout
+            )));
+        }
+        let id = &c.instance_id;
+        if id.is_empty()
+            || id.len() > pulseplane_core::limits::MAX_TOKEN_LEN
+            || !id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::Invalid(
+                "instance_id must be 1 to 256 visible ASCII characters".into(),
+            ));
         }
         Ok(())
     }

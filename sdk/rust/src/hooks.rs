@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::Reason;
+use crate::{ErrorCode, Reason};
 
 /// What a hook is told about an evaluation.
 #[derive(Debug, Clone, Copy)]
@@ -19,11 +19,14 @@ pub struct HookDetails<'a> {
     pub value: Value,
     pub variant: Option<&'a str>,
     pub reason: Reason,
+    /// Why the caller's default was served, for `error` hooks.
+    pub error_code: Option<ErrorCode>,
     pub env_version: u64,
 }
 
-/// Called around every evaluation, in registration order. The methods
-/// must not panic and should be quick: they run on the caller's thread.
+/// Called around every evaluation: `before` in registration order, then
+/// `after` (or `error`) and `finally` in reverse order. The methods should
+/// be quick: they run on the caller's thread.
 pub trait Hook: Send + Sync {
     fn before(&self, _ctx: &HookContext<'_>) {}
     /// The evaluation served a flag's variant.
@@ -35,8 +38,9 @@ pub trait Hook: Send + Sync {
 }
 
 /// A change of one flag between two snapshots, as listeners see it. The
-/// values are what the flag serves to an empty context (the flag's
-/// static value), `None` when the flag is absent on that side.
+/// values are what the flag serves to an empty context (`null` when that
+/// evaluation fails, e.g. a rollout that needs a targeting key), `None`
+/// when the flag is absent on that side.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlagChange {
     pub flag: String,

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pulseplane_core::Snapshot;
+use pulseplane_core::usage::UsageReport;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::client::{Inner, Loaded, Source};
@@ -29,41 +30,72 @@ enum Outcome {
     Failed(String),
 }
 
+/// Adds `more` into `into`.
+pub(crate) fn merge_usage(into: &mut UsageReport, more: UsageReport) {
+    for (flag, variants) in more.flags {
+        let slot = into.flags.entry(flag).or_default();
+        for (variant, n) in variants {
+            *slot.entry(variant).or_default() += n;
+        }
+    }
+    into.unknown += more.unknown;
+}
+
 /// Runs until the client is closed or dropped.
 pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
     let mut stop = inner.stop.subscribe();
     let endpoints = inner.config.endpoints.clone();
+    if endpoints.is_empty() {
+        return;
+    }
     let mut index = 0usize;
     let mut etag: Option<String> = None;
     let mut failures = 0u32;
+    // Consecutive answers older than local (cache or bootstrap) data.
+    let mut behind_streak = 0usize;
     loop {
         if *stop.borrow() {
             return;
         }
         let endpoint = &endpoints[index % endpoints.len()];
-        inner.endpoint.store(index as u64, Ordering::Relaxed);
         let span = info_span!("pulseplane.poll", endpoint = %endpoint, env = %inner.config.environment);
+        // Local data that every node has answered older than, twice round,
+        // is not what this cluster serves (say, an environment re-created,
+        // or a bootstrap file from elsewhere): the nodes' version wins.
+        let accept_older = behind_streak >= 2 * endpoints.len();
+        let started = std::time::Instant::now();
         let outcome = tokio::select! {
-            o = poll_once(&inner, &http, endpoint, &mut etag).instrument(span) => o,
+            o = poll_once(&inner, &http, endpoint, &mut etag, accept_older).instrument(span) => o,
             _ = stop.changed() => return,
         };
+        if !matches!(outcome, Outcome::Behind(_)) {
+            behind_streak = 0;
+        }
         let pause = match outcome {
             Outcome::Updated | Outcome::Current => {
                 failures = 0;
-                if inner.config.long_poll {
+                let quick = started.elapsed() < inner.config.long_poll_wait / 2;
+                if inner.config.long_poll && !(quick && matches!(outcome, Outcome::Current)) {
                     // The node held the request until a change or its wait
                     // ran out: ask again at once.
                     Duration::ZERO
                 } else {
+                    // Polling, or a node that answered "no change" without
+                    // holding the request: wait a poll interval.
                     jittered(inner.config.poll_interval, inner.config.jitter)
                 }
             }
             Outcome::Behind(v) => {
                 inner.counters.behind.fetch_add(1, Ordering::Relaxed);
                 debug!(endpoint = %endpoint, version = v, "node is behind; trying another");
+                if inner.current.load().source != Source::Node {
+                    behind_streak += 1;
+                }
                 failures += 1;
-                index += 1;
-                inner.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                if endpoints.len() > 1 {
+                    index += 1;
+                    inner.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                }
                 backoff(&inner, failures)
             }
             Outcome::Unknown | Outcome::Failed(_) => {
@@ -90,30 +122,38 @@ pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
     }
 }
 
-/// Exponential backoff from 100 ms, capped at the poll interval and the
-/// max backoff, with jitter. The first retry after a failure on one node
-/// goes to the next node at once when there are several.
+/// Exponential backoff from 100 ms with jitter, at most the poll interval
+/// and the max backoff. After a failure, each other node is tried once at
+/// once when there are several.
 fn backoff(inner: &Inner, failures: u32) -> Duration {
-    let n = inner.config.endpoints.len() as u32;
-    if failures < n.max(1) && n > 1 {
+    let n = u32::try_from(inner.config.endpoints.len()).unwrap_or(u32::MAX);
+    if failures < n && n > 1 {
         return Duration::ZERO;
     }
     let exp = failures.saturating_sub(n).min(16);
     let base = Duration::from_millis(100).saturating_mul(1 << exp);
-    let cap = inner.config.max_backoff.min(inner.config.poll_interval.max(Duration::from_millis(100)));
-    jittered(base.min(cap), inner.config.jitter.max(0.2))
+    let cap = inner
+        .config
+        .max_backoff
+        .min(inner.config.poll_interval.max(Duration::from_millis(100)));
+    jittered(base.min(cap), inner.config.jitter).min(cap)
 }
 
+/// `d` varied at random by ±`jitter` (0 to 1).
 fn jittered(d: Duration, jitter: f64) -> Duration {
-    let f = 1.0 + jitter * (fastrand::f64() * 2.0 - 1.0);
-    d.mul_f64(f.max(0.0))
+    let f = 1.0 + jitter.clamp(0.0, 1.0) * (fastrand::f64() * 2.0 - 1.0);
+    Duration::try_from_secs_f64(d.as_secs_f64() * f).unwrap_or(d)
 }
+
+/// The largest decompressed snapshot accepted.
+const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
 
 async fn poll_once(
     inner: &Inner,
     http: &reqwest::Client,
     endpoint: &str,
     etag: &mut Option<String>,
+    accept_older: bool,
 ) -> Outcome {
     let cfg = &inner.config;
     let current = inner.current.load_full();
@@ -128,7 +168,7 @@ async fn poll_once(
             "?min_version={min}&wait={}ms",
             cfg.long_poll_wait.as_millis()
         ));
-        timeout += cfg.long_poll_wait;
+        timeout = timeout.saturating_add(cfg.long_poll_wait);
     }
     let mut req = http
         .get(&url)
@@ -159,7 +199,8 @@ async fn poll_once(
     match status {
         304 => {
             inner.counters.not_modified.fetch_add(1, Ordering::Relaxed);
-            inner.synced();
+            inner.touch();
+            inner.announce_ready();
             return Outcome::Current;
         }
         200 => {}
@@ -171,10 +212,15 @@ async fn poll_once(
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     let bytes = if gzip {
-        let mut out = Vec::with_capacity(body.len() * 8);
-        if let Err(e) = flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out) {
+        let mut out = Vec::with_capacity(body.len().saturating_mul(8));
+        let mut reader = flate2::read::GzDecoder::new(&body[..]).take(MAX_SNAPSHOT_BYTES + 1);
+        if let Err(e) = reader.read_to_end(&mut out) {
             inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
             return Outcome::Failed(format!("gzip body: {e}"));
+        }
+        if out.len() as u64 > MAX_SNAPSHOT_BYTES {
+            inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            return Outcome::Failed("the snapshot is larger than 256 MiB".into());
         }
         out
     } else {
@@ -194,17 +240,28 @@ async fn poll_once(
     }
     let version = snapshot.version;
     // Never go back in version; from local data, a node's snapshot of the
-    // same version takes over (it is fresh).
-    let newer = version > current.version || (!from_node && version == current.version);
+    // same version takes over (it is fresh), and so does an older one once
+    // every node has said so (`accept_older`).
+    let newer = version > current.version
+        || (!from_node && (version == current.version || accept_older));
     if !newer {
         if version < current.version {
             return Outcome::Behind(version);
         }
         inner.counters.unchanged.fetch_add(1, Ordering::Relaxed);
-        inner.synced();
+        inner.touch();
+        inner.announce_ready();
         return Outcome::Current;
     }
+    if version < current.version {
+        warn!(
+            version,
+            local = current.version,
+            "every node serves an older version than the local data; taking the nodes' version"
+        );
+    }
     *etag = new_etag;
+    inner.touch();
     inner.install(Loaded::new(snapshot, set, Source::Node));
     inner.counters.updated.fetch_add(1, Ordering::Relaxed);
     // The cache is written before readiness is announced, so a ready
@@ -215,7 +272,7 @@ async fn poll_once(
             warn!(error = %e, "writing the cache file failed");
         }
     }
-    inner.synced();
+    inner.announce_ready();
     Outcome::Updated
 }
 
