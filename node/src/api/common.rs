@@ -98,6 +98,32 @@ fn pointer_of(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
+/// A query string parsed into `T`: a value of the wrong type or an unknown
+/// parameter gets 422 naming the parameter (`/min_version`), not a bare 400.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize::<_, T>(de)
+            .map(Query)
+            .map_err(|e| {
+                let path = pointer_from_serde_path(e.path());
+                ApiError::field(
+                    if path.is_empty() { "/" } else { &path },
+                    format!("query string: {}", e.into_inner()),
+                )
+            })
+    }
+}
+
 /// `?limit=&cursor=` on list endpoints.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
@@ -14,6 +14,7 @@ use pulseplane_core::{Command, Flag};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
+use crate::api::common::Query;
 use crate::api::common::{Page, WriteBody};
 use crate::api::error::ErrorBody;
 use crate::api::auth::Actor;

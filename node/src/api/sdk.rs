@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -26,6 +26,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::api::ApiError;
+use crate::api::common::Query;
 use crate::api::error::ErrorBody;
 use pulseplane_core::Snapshot;
 use crate::api::common::{APPLIED_INDEX_HEADER, parse_body, read_barrier, read_response};

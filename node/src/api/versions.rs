@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
 use pulseplane_core::state::{EnvState, VersionAction, VersionRecord};
@@ -16,6 +16,7 @@ use pulseplane_core::{Flag, Segment};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
+use crate::api::common::Query;
 use crate::api::error::ErrorBody;
 use crate::api::common::{Page, PageQuery, read_barrier, read_response};
 use crate::api::diff::{Change, diff_items};
