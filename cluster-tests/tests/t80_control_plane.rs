@@ -17,7 +17,11 @@ use pulseplane_cluster_tests::{Cluster, wait_until};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-async fn snapshot_on(c: &Cluster, id: u64, min_version: u64) -> (u16, reqwest::header::HeaderMap, Value) {
+async fn snapshot_on(
+    c: &Cluster,
+    id: u64,
+    min_version: u64,
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let url = format!(
         "{}/v1/sdk/environments/prod/snapshot?min_version={min_version}&wait=10s",
         c.url(id)
@@ -43,7 +47,11 @@ async fn every_node_serves(c: &Cluster, version: u64, default_variant: &str, kil
         let a = flag(&snap, "a");
         assert_eq!(a["default"]["variant"], default_variant, "node {id}: {a}");
         assert_eq!(a["enabled"], !killed, "node {id}: {a}");
-        assert_eq!(a["killed"].as_bool().unwrap_or(false), killed, "node {id}: {a}");
+        assert_eq!(
+            a["killed"].as_bool().unwrap_or(false),
+            killed,
+            "node {id}: {a}"
+        );
     }
 }
 
@@ -81,12 +89,24 @@ async fn publish_rollback_kill_restore_seen_from_every_node() {
     assert_eq!(snap["flags"], json!([]));
 
     put_a(&c, f, "on").await;
-    let v = post(&c, f, "/v1/environments/prod/publish", json!({"message": "v1"})).await;
+    let v = post(
+        &c,
+        f,
+        "/v1/environments/prod/publish",
+        json!({"message": "v1"}),
+    )
+    .await;
     assert_eq!(v["env_version"], 1);
     every_node_serves(&c, 1, "on", false).await;
 
     put_a(&c, f, "off").await;
-    post(&c, f, "/v1/environments/prod/publish", json!({"message": "v2"})).await;
+    post(
+        &c,
+        f,
+        "/v1/environments/prod/publish",
+        json!({"message": "v2"}),
+    )
+    .await;
     every_node_serves(&c, 2, "off", false).await;
 
     let v = post(
@@ -99,15 +119,33 @@ async fn publish_rollback_kill_restore_seen_from_every_node() {
     assert_eq!(v["env_version"], 3);
     every_node_serves(&c, 3, "on", false).await;
 
-    let v = post(&c, f, "/v1/environments/prod/flags/a/kill", json!({"message": "incident"})).await;
+    let v = post(
+        &c,
+        f,
+        "/v1/environments/prod/flags/a/kill",
+        json!({"message": "incident"}),
+    )
+    .await;
     assert_eq!(v["env_version"], 4);
     every_node_serves(&c, 4, "on", true).await;
 
     // Neither a publish nor a rollback lifts the kill.
     put_a(&c, f, "off").await;
-    post(&c, f, "/v1/environments/prod/publish", json!({"message": "v5"})).await;
+    post(
+        &c,
+        f,
+        "/v1/environments/prod/publish",
+        json!({"message": "v5"}),
+    )
+    .await;
     every_node_serves(&c, 5, "off", true).await;
-    post(&c, f, "/v1/environments/prod/rollback", json!({"to_version": 1})).await;
+    post(
+        &c,
+        f,
+        "/v1/environments/prod/rollback",
+        json!({"to_version": 1}),
+    )
+    .await;
     every_node_serves(&c, 6, "on", true).await;
 
     let v = post(&c, f, "/v1/environments/prod/flags/a/restore", json!({})).await;
@@ -115,7 +153,11 @@ async fn publish_rollback_kill_restore_seen_from_every_node() {
     every_node_serves(&c, 7, "on", false).await;
 
     // The history names every step, newest first, on any node.
-    let (s, h) = c.client.get(&c.url(leader), "/v1/environments/prod/versions").await.unwrap();
+    let (s, h) = c
+        .client
+        .get(&c.url(leader), "/v1/environments/prod/versions")
+        .await
+        .unwrap();
     assert_eq!(s, 200, "{h}");
     let actions: Vec<&str> = h["items"]
         .as_array()
@@ -125,7 +167,9 @@ async fn publish_rollback_kill_restore_seen_from_every_node() {
         .collect();
     assert_eq!(
         actions,
-        ["restore", "rollback", "publish", "kill", "rollback", "publish", "publish"]
+        [
+            "restore", "rollback", "publish", "kill", "rollback", "publish", "publish"
+        ]
     );
     let (s, d) = c
         .client
@@ -140,7 +184,12 @@ async fn publish_rollback_kill_restore_seen_from_every_node() {
     let url = format!("{}/v1/environments/prod/export", c.url(f));
     let (s, h, exported) = c.client.send(Method::GET, &url, &[], None).await.unwrap();
     assert_eq!(s, 200);
-    assert!(h["content-disposition"].to_str().unwrap().contains("pulseplane-prod-v7.json"));
+    assert!(
+        h["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("pulseplane-prod-v7.json")
+    );
     assert_eq!(exported["version"], 7);
     let cli = pulseplane_cluster_tests::node_binary().with_file_name("pulseplane");
     let out = std::process::Command::new(cli)
@@ -148,7 +197,11 @@ async fn publish_rollback_kill_restore_seen_from_every_node() {
         .env("PULSEPLANE_TOKEN", pulseplane_cluster_tests::TOKEN)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let from_cli: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(from_cli, exported);
 }
@@ -170,14 +223,24 @@ async fn stale_if_match_gets_412_and_changes_nothing() {
     assert_eq!(s, 200, "{v}");
     let (s, _, v) = c
         .client
-        .send(Method::PUT, &url, &[("if-match", &current)], Some(&json!({"kind": "boolean"})))
+        .send(
+            Method::PUT,
+            &url,
+            &[("if-match", &current)],
+            Some(&json!({"kind": "boolean"})),
+        )
         .await
         .unwrap();
     assert_eq!(s, 412, "{v}");
     assert_eq!(v["code"], "revision_conflict");
     let (s, h, v) = c
         .client
-        .send(Method::GET, &format!("{url}?consistency=linearizable"), &[], None)
+        .send(
+            Method::GET,
+            &format!("{url}?consistency=linearizable"),
+            &[],
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(s, 200);
@@ -199,7 +262,12 @@ async fn a_retry_across_a_leader_kill_applies_once() {
     // whether its answer arrives or not, the retry must not apply again.
     let first = c
         .client
-        .send(Method::PUT, &format!("{}{path}", c.url(leader)), &key, Some(&body))
+        .send(
+            Method::PUT,
+            &format!("{}{path}", c.url(leader)),
+            &key,
+            Some(&body),
+        )
         .await
         .unwrap();
     assert_eq!(first.0, 201, "{}", first.2);
@@ -207,7 +275,12 @@ async fn a_retry_across_a_leader_kill_applies_once() {
     let retry = wait_until(Duration::from_secs(20), "the retry to commit", || async {
         let r = c
             .client
-            .send(Method::PUT, &format!("{}{path}", c.url(survivor)), &key, Some(&body))
+            .send(
+                Method::PUT,
+                &format!("{}{path}", c.url(survivor)),
+                &key,
+                Some(&body),
+            )
             .await
             .ok()?;
         (r.0 < 500).then_some(r)
@@ -219,11 +292,18 @@ async fn a_retry_across_a_leader_kill_applies_once() {
     // One write: the next revision handed out is the first's + 1.
     let (s, v) = c
         .client
-        .put(&c.url(survivor), "/v1/environments/prod/flags/other", &json!({"kind": "boolean"}))
+        .put(
+            &c.url(survivor),
+            "/v1/environments/prod/flags/other",
+            &json!({"kind": "boolean"}),
+        )
         .await
         .unwrap();
     assert_eq!(s, 201, "{v}");
-    assert_eq!(v["revision"].as_u64(), first.2["revision"].as_u64().map(|r| r + 1));
+    assert_eq!(
+        v["revision"].as_u64(),
+        first.2["revision"].as_u64().map(|r| r + 1)
+    );
     // The same key with another body is refused.
     let (s, _, v) = c
         .client
@@ -288,8 +368,14 @@ async fn long_poll_wakes_on_publish_and_304_and_follower_waits() {
         (Instant::now(), r)
     });
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(!waiting_min.is_finished(), "the follower answered before version 2 existed");
-    assert!(!waiting_poll.is_finished(), "the long-poll answered without a change");
+    assert!(
+        !waiting_min.is_finished(),
+        "the follower answered before version 2 existed"
+    );
+    assert!(
+        !waiting_poll.is_finished(),
+        "the long-poll answered without a change"
+    );
 
     put_a(&c, leader, "off").await;
     let published = Instant::now();
@@ -300,13 +386,20 @@ async fn long_poll_wakes_on_publish_and_304_and_follower_waits() {
         assert_eq!(snap["version"], 2);
         assert_ne!(h["etag"], etag.as_str());
         let woke = at.saturating_duration_since(published);
-        println!("long-poll answered {} ms after the publish was sent", woke.as_millis());
+        println!(
+            "long-poll answered {} ms after the publish was sent",
+            woke.as_millis()
+        );
         assert!(woke < Duration::from_secs(5), "woke only after {woke:?}");
     }
 
     // An environment the node does not know: 404 at once, or a wait for it.
     let unknown = format!("{}/v1/sdk/environments/later/snapshot", c.url(follower));
-    let (s, _, v) = c.client.send(Method::GET, &unknown, &[], None).await.unwrap();
+    let (s, _, v) = c
+        .client
+        .send(Method::GET, &unknown, &[], None)
+        .await
+        .unwrap();
     assert_eq!(s, 404, "{v}");
     let client = c.client.clone();
     let waiting = tokio::spawn(async move {

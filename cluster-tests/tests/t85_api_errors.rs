@@ -24,10 +24,15 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let send = |m: Method, path: &str, headers: &[(&str, &str)], body: Option<Value>| {
         let url = format!("{u}{path}");
         let client = c.client.clone();
-        let headers: Vec<(String, String)> =
-            headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         async move {
-            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             client.send(m, &url, &h, body.as_ref()).await.unwrap()
         }
     };
@@ -56,12 +61,28 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     .await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(paths(&v), ["/extra"]);
-    let (s, _, v) = send(Method::POST, "/v1/environments/prod/publish", &[], Some(json!({"mesage": "typo"}))).await;
+    let (s, _, v) = send(
+        Method::POST,
+        "/v1/environments/prod/publish",
+        &[],
+        Some(json!({"mesage": "typo"})),
+    )
+    .await;
     assert_eq!(s, 422, "{v}");
 
     // Malformed JSON, a bad If-Match, a bad query.
-    let (s, _, v) = send(Method::PUT, "/v1/environments/prod/flags/a", &[("if-match", "nope")], Some(json!({"kind": "boolean"}))).await;
-    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_header")), "{v}");
+    let (s, _, v) = send(
+        Method::PUT,
+        "/v1/environments/prod/flags/a",
+        &[("if-match", "nope")],
+        Some(json!({"kind": "boolean"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("invalid_header")),
+        "{v}"
+    );
     let url = format!("{u}/v1/environments/prod/flags/a");
     let r = reqwest::Client::new()
         .put(&url)
@@ -76,50 +97,114 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         ("/v1/environments/prod/flags/a?diff=yesterday", 422, "/diff"),
         ("/v1/environments/prod/versions?cursor=abc", 422, "/cursor"),
         ("/v1/environments/prod/versions?limit=0", 422, "/limit"),
-        ("/v1/sdk/environments/prod/snapshot?min_version=abc", 422, "/min_version"),
-        ("/v1/environments/prod/versions/1?diff_from=-1", 422, "/diff_from"),
+        (
+            "/v1/sdk/environments/prod/snapshot?min_version=abc",
+            422,
+            "/min_version",
+        ),
+        (
+            "/v1/environments/prod/versions/1?diff_from=-1",
+            422,
+            "/diff_from",
+        ),
     ] {
         let (s, _, v) = send(Method::GET, path, &[], None).await;
         assert_eq!(s, status, "{path}: {v}");
         assert_eq!(paths(&v), [field], "{path}: {v}");
     }
-    let (s, _, v) = send(Method::GET, "/v1/sdk/environments/prod/snapshot?colour=red", &[], None).await;
+    let (s, _, v) = send(
+        Method::GET,
+        "/v1/sdk/environments/prod/snapshot?colour=red",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(s, 422, "{v}");
     assert!(v["message"].as_str().unwrap().contains("colour"), "{v}");
-    let (s, _, v) = send(Method::GET, "/v1/environments/prod/versions/latest", &[], None).await;
+    let (s, _, v) = send(
+        Method::GET,
+        "/v1/environments/prod/versions/latest",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
     assert!(v["code"].is_string(), "{v}");
-    let (s, _, v) = send(Method::GET, "/v1/sdk/environments/prod/snapshot", &[("x-pulseplane-have-version", "new")], None).await;
-    assert_eq!((s, v["code"].as_str()), (400, Some("invalid_header")), "{v}");
+    let (s, _, v) = send(
+        Method::GET,
+        "/v1/sdk/environments/prod/snapshot",
+        &[("x-pulseplane-have-version", "new")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (400, Some("invalid_header")),
+        "{v}"
+    );
 
     // Things that do not exist.
     for (path, code) in [
         ("/v1/environments/prod/versions/9", "version_not_found"),
         ("/v1/environments/prod/segments/s", "segment_not_found"),
         ("/v1/environments/nope/versions", "environment_not_found"),
-        ("/v1/sdk/environments/nope/snapshot", "environment_not_found"),
+        (
+            "/v1/sdk/environments/nope/snapshot",
+            "environment_not_found",
+        ),
         ("/v1/environments/nope/export", "environment_not_found"),
     ] {
         let (s, _, v) = send(Method::GET, path, &[], None).await;
         assert_eq!((s, v["code"].as_str()), (404, Some(code)), "{path}: {v}");
     }
-    let (s, _, v) = send(Method::POST, "/v1/environments/prod/rollback", &[], Some(json!({"to_version": 5}))).await;
-    assert_eq!((s, v["code"].as_str()), (404, Some("version_not_found")), "{v}");
+    let (s, _, v) = send(
+        Method::POST,
+        "/v1/environments/prod/rollback",
+        &[],
+        Some(json!({"to_version": 5})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (404, Some("version_not_found")),
+        "{v}"
+    );
 
     // Settings out of range.
-    let (s, _, v) = send(Method::PUT, "/admin/v1/settings", &[], Some(json!({"version_retention": 0, "idempotency_window_ms": 1}))).await;
+    let (s, _, v) = send(
+        Method::PUT,
+        "/admin/v1/settings",
+        &[],
+        Some(json!({"version_retention": 0, "idempotency_window_ms": 1})),
+    )
+    .await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(paths(&v), ["/idempotency_window_ms", "/version_retention"]);
     let (s, _, v) = send(Method::GET, "/admin/v1/settings", &[], None).await;
     assert_eq!(s, 200);
-    assert_eq!(v, json!({"idempotency_window_ms": 86_400_000, "version_retention": 1000}));
+    assert_eq!(
+        v,
+        json!({"idempotency_window_ms": 86_400_000, "version_retention": 1000})
+    );
 
     // Preview evaluation: a bad context is 422; past the rate, 429.
-    let (s, _, v) = send(Method::POST, "/v1/environments/prod/evaluate", &[], Some(json!({"context": 5}))).await;
+    let (s, _, v) = send(
+        Method::POST,
+        "/v1/environments/prod/evaluate",
+        &[],
+        Some(json!({"context": 5})),
+    )
+    .await;
     assert_eq!(s, 422, "{v}");
     let mut limited = None;
     for _ in 0..10 {
-        let (s, h, v) = send(Method::POST, "/v1/environments/prod/evaluate", &[], Some(json!({"draft": true}))).await;
+        let (s, h, v) = send(
+            Method::POST,
+            "/v1/environments/prod/evaluate",
+            &[],
+            Some(json!({"draft": true})),
+        )
+        .await;
         if s == 429 {
             limited = Some((h, v));
             break;
@@ -134,6 +219,8 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     let r = reqwest::get(format!("{u}/openapi.json")).await.unwrap();
     assert_eq!(r.status(), 200);
     let served: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json")).unwrap();
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json"))
+            .unwrap();
     assert_eq!(served, serde_json::from_str::<Value>(&docs).unwrap());
 }

@@ -30,7 +30,12 @@ fn flag(key: &str, default_variant: &str) -> Flag {
     f
 }
 
-fn snapshot_file(dir: &std::path::Path, name: &str, version: u64, variant: &str) -> std::path::PathBuf {
+fn snapshot_file(
+    dir: &std::path::Path,
+    name: &str,
+    version: u64,
+    variant: &str,
+) -> std::path::PathBuf {
     let snap = Snapshot::new("prod", version, Some(0), vec![flag("a", variant)], vec![]);
     let path = dir.join(name);
     std::fs::write(&path, snap.to_json()).unwrap();
@@ -38,7 +43,9 @@ fn snapshot_file(dir: &std::path::Path, name: &str, version: u64, variant: &str)
 }
 
 fn down_endpoints() -> Vec<String> {
-    (0..2).map(|_| format!("http://127.0.0.1:{}", free_port())).collect()
+    (0..2)
+        .map(|_| format!("http://127.0.0.1:{}", free_port()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,7 +72,11 @@ async fn startup_with_every_node_down() {
     // The cache wins over the bootstrap file.
     let t = Instant::now();
     let c = start(Some(&cache), Some(&bootstrap)).await.unwrap();
-    assert!(t.elapsed() < Duration::from_secs(3), "start took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "start took {:?}",
+        t.elapsed()
+    );
     assert_eq!(c.status(), Status::FromCache);
     assert_eq!(c.version(), 6);
     assert!(!c.bool_value("a", &ctx, true));
@@ -74,7 +85,9 @@ async fn startup_with_every_node_down() {
     assert_eq!(d.variant.as_deref(), Some("off"));
 
     // No cache: the bootstrap file.
-    let c = start(Some(&dir.path().join("missing.json")), Some(&bootstrap)).await.unwrap();
+    let c = start(Some(&dir.path().join("missing.json")), Some(&bootstrap))
+        .await
+        .unwrap();
     assert_eq!(c.status(), Status::FromBootstrap);
     assert!(c.bool_value("a", &ctx, false));
 
@@ -84,7 +97,9 @@ async fn startup_with_every_node_down() {
     let truncated = dir.path().join("truncated.json");
     std::fs::write(&truncated, &text[..text.len() / 2]).unwrap();
     let corrupted = dir.path().join("corrupted.json");
-    let mut bad = String::from_utf8(text.clone()).unwrap().replace("\"off\"}", "\"on\"}");
+    let mut bad = String::from_utf8(text.clone())
+        .unwrap()
+        .replace("\"off\"}", "\"on\"}");
     bad = bad.replacen("\"version\":6", "\"version\":7", 1);
     std::fs::write(&corrupted, bad).unwrap();
     for broken in [&truncated, &corrupted] {
@@ -146,9 +161,11 @@ async fn fails_over_and_never_goes_back_in_version() {
     assert_eq!(client.status(), Status::Ready);
     // The node may still have been building version 1's snapshot when the
     // client first asked; the long-poll brings it.
-    wait_until(Duration::from_secs(10), "version 1 on the client", || async {
-        (client.version() >= v1).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "version 1 on the client",
+        || async { (client.version() >= v1).then_some(()) },
+    )
     .await;
     assert_eq!(client.version(), v1);
     let ctx = Context::new("u");
@@ -161,22 +178,36 @@ async fn fails_over_and_never_goes_back_in_version() {
     // next version arrives through another node.
     c.kill9(1);
     assert!(client.bool_value("a", &ctx, false));
-    let v2 = wait_until(Duration::from_secs(20), "a write after the kill", || async {
-        let (s, _) = c
-            .client
-            .put(&c.url(2), "/v1/environments/prod/flags/a", &json!({"kind": "boolean", "default": {"variant": "off"}}))
-            .await
-            .ok()?;
-        if s >= 300 {
-            return None;
-        }
-        let (s, v) = c.client.post(&c.url(2), "/v1/environments/prod/publish", &json!({})).await.ok()?;
-        (s == 200).then(|| v["env_version"].as_u64()).flatten()
-    })
+    let v2 = wait_until(
+        Duration::from_secs(20),
+        "a write after the kill",
+        || async {
+            let (s, _) = c
+                .client
+                .put(
+                    &c.url(2),
+                    "/v1/environments/prod/flags/a",
+                    &json!({"kind": "boolean", "default": {"variant": "off"}}),
+                )
+                .await
+                .ok()?;
+            if s >= 300 {
+                return None;
+            }
+            let (s, v) = c
+                .client
+                .post(&c.url(2), "/v1/environments/prod/publish", &json!({}))
+                .await
+                .ok()?;
+            (s == 200).then(|| v["env_version"].as_u64()).flatten()
+        },
+    )
     .await;
-    wait_until(Duration::from_secs(20), "the client to take the new version", || async {
-        (client.version() >= v2).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the client to take the new version",
+        || async { (client.version() >= v2).then_some(()) },
+    )
     .await;
     assert!(!client.bool_value("a", &ctx, true));
     assert!(client.metrics().failovers >= 1, "{:?}", client.metrics());
@@ -196,16 +227,20 @@ async fn fails_over_and_never_goes_back_in_version() {
         .await
         .unwrap();
     assert!(lagging.wait_ready(Duration::from_secs(10)).await);
-    wait_until(Duration::from_secs(10), "the newest version on the client", || async {
-        (lagging.version() >= v2).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the newest version on the client",
+        || async { (lagging.version() >= v2).then_some(()) },
+    )
     .await;
     assert_eq!(lagging.version(), v2);
     c.kill9(2);
     c.kill9(3);
-    wait_until(Duration::from_secs(20), "a poll of the older node", || async {
-        (lagging.metrics().polls_behind >= 1).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "a poll of the older node",
+        || async { (lagging.metrics().polls_behind >= 1).then_some(()) },
+    )
     .await;
     assert_eq!(lagging.version(), v2);
     assert!(!lagging.bool_value("a", &ctx, true));
@@ -224,9 +259,11 @@ async fn a_kill_switch_arrives_before_the_next_poll() {
         .await
         .unwrap();
     assert!(client.wait_ready(Duration::from_secs(10)).await);
-    wait_until(Duration::from_secs(10), "version 1 on the client", || async {
-        (client.version() >= v1).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "version 1 on the client",
+        || async { (client.version() >= v1).then_some(()) },
+    )
     .await;
     let seen: Arc<Mutex<Vec<pulseplane_sdk::FlagChange>>> = Arc::default();
     let sink = seen.clone();
@@ -240,17 +277,29 @@ async fn a_kill_switch_arrives_before_the_next_poll() {
     let killed = Instant::now();
     let (s, v) = c
         .client
-        .post(&c.url(1), "/v1/environments/prod/flags/a/kill", &json!({"message": "incident"}))
+        .post(
+            &c.url(1),
+            "/v1/environments/prod/flags/a/kill",
+            &json!({"message": "incident"}),
+        )
         .await
         .unwrap();
     assert_eq!(s, 200, "{v}");
-    wait_until(Duration::from_secs(5), "the kill to reach the client", || async {
-        (!client.bool_value("a", &ctx, true)).then_some(())
-    })
+    wait_until(
+        Duration::from_secs(5),
+        "the kill to reach the client",
+        || async { (!client.bool_value("a", &ctx, true)).then_some(()) },
+    )
     .await;
     let took = killed.elapsed();
-    println!("kill switch reached the SDK {} ms after the request was sent", took.as_millis());
-    assert!(took < Duration::from_millis(2500), "took {took:?}, as long as a poll interval");
+    println!(
+        "kill switch reached the SDK {} ms after the request was sent",
+        took.as_millis()
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "took {took:?}, as long as a poll interval"
+    );
     let d = client.bool_details("a", &ctx, true);
     assert_eq!(d.reason, Reason::Disabled);
     // Listeners run right after the swap.

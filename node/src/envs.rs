@@ -129,7 +129,9 @@ impl EnvActor {
                 .retain(|_, s| now.duration_since(s.at) < FLEET_WINDOW);
         }
         if fleet.seen.len() < FLEET_MAX {
-            fleet.seen.insert(instance.to_owned(), Seen { version, at: now });
+            fleet
+                .seen
+                .insert(instance.to_owned(), Seen { version, at: now });
         }
     }
 
@@ -148,10 +150,7 @@ impl EnvActor {
         FleetReport {
             version: current,
             instances,
-            converged: by_version
-                .range(current..)
-                .map(|(_, n)| *n)
-                .sum::<usize>(),
+            converged: by_version.range(current..).map(|(_, n)| *n).sum::<usize>(),
             by_version: by_version
                 .into_iter()
                 .map(|(version, instances)| VersionCount { version, instances })
@@ -267,9 +266,9 @@ async fn dispatch(envs: Arc<Envs>, sm: StateMachineStore, stop: CancellationToke
             let index = last.map_or(0, |l| l.index);
             let mut changed = Vec::new();
             for (key, e) in &state.environments {
-                let fresh = handles
-                    .get(key)
-                    .is_some_and(|h| h.created_at_ms == e.created_at_ms && h.version == e.version());
+                let fresh = handles.get(key).is_some_and(|h| {
+                    h.created_at_ms == e.created_at_ms && h.version == e.version()
+                });
                 if !fresh {
                     changed.push((key.clone(), e.created_at_ms, Source::of(e, index)));
                 }

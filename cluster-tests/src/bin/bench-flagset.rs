@@ -55,13 +55,19 @@ fn features(path: Option<&str>) -> Result<Value, String> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?,
         None => {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/anchors/gen_features.py");
+            let script = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../shared/anchors/gen_features.py"
+            );
             let out = std::process::Command::new("python3")
                 .arg(script)
                 .output()
                 .map_err(|e| format!("{script}: {e}"))?;
             if !out.status.success() {
-                return Err(format!("{script}: {}", String::from_utf8_lossy(&out.stderr)));
+                return Err(format!(
+                    "{script}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
             }
             String::from_utf8_lossy(&out.stdout).into_owned()
         }
@@ -107,19 +113,44 @@ async fn run(a: Args) -> Result<(), String> {
         .flat_map(|f| f.rules.iter())
         .flat_map(|r| r.clauses.iter())
         .filter(|c| c.operator == Operator::InSegment)
-        .flat_map(|c| c.values.iter().filter_map(|v| v.as_str().map(str::to_owned)))
+        .flat_map(|c| {
+            c.values
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+        })
         .collect();
     let http = reqwest::Client::new();
-    send(&http, &a, reqwest::Method::POST, "/v1/environments", &json!({"key": a.env, "name": a.env})).await?;
+    send(
+        &http,
+        &a,
+        reqwest::Method::POST,
+        "/v1/environments",
+        &json!({"key": a.env, "name": a.env}),
+    )
+    .await?;
     let mut loaded_segments = 0;
     for s in segments.iter().filter(|s| used.contains(&s.key)) {
         let path = format!("/v1/environments/{}/segments/{}", a.env, s.key);
-        send(&http, &a, reqwest::Method::PUT, &path, &serde_json::to_value(s).map_err(|e| e.to_string())?).await?;
+        send(
+            &http,
+            &a,
+            reqwest::Method::PUT,
+            &path,
+            &serde_json::to_value(s).map_err(|e| e.to_string())?,
+        )
+        .await?;
         loaded_segments += 1;
     }
     for f in &flags {
         let path = format!("/v1/environments/{}/flags/{}", a.env, f.key);
-        send(&http, &a, reqwest::Method::PUT, &path, &serde_json::to_value(f).map_err(|e| e.to_string())?).await?;
+        send(
+            &http,
+            &a,
+            reqwest::Method::PUT,
+            &path,
+            &serde_json::to_value(f).map_err(|e| e.to_string())?,
+        )
+        .await?;
     }
     let v = send(
         &http,

@@ -114,7 +114,8 @@ async fn read_response(stream: &mut BufReader<TcpStream>) -> Result<(u16, usize)
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
         })
         .unwrap_or(0);
     let mut have = buf.len() - head_end;
@@ -149,7 +150,9 @@ async fn run(a: Args) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))?;
-    let version = snap["version"].as_u64().ok_or("no version in the snapshot")?;
+    let version = snap["version"]
+        .as_u64()
+        .ok_or("no version in the snapshot")?;
     let flag = snap["flags"]
         .as_array()
         .and_then(|f| f.iter().find(|f| f["killed"] != true))
@@ -162,7 +165,11 @@ async fn run(a: Args) -> Result<(), String> {
         version + 1,
         a.addr,
         a.token,
-        if a.gzip { "Accept-Encoding: gzip\r\n" } else { "" }
+        if a.gzip {
+            "Accept-Encoding: gzip\r\n"
+        } else {
+            ""
+        }
     );
     let request = Arc::new(request.into_bytes());
     let connecting = Arc::new(Semaphore::new(256));
@@ -170,8 +177,12 @@ async fn run(a: Args) -> Result<(), String> {
     let mut tasks = Vec::with_capacity(a.conns);
     let opened = Instant::now();
     for _ in 0..a.conns {
-        let (addr, request, connecting, sent) =
-            (a.addr.clone(), request.clone(), connecting.clone(), sent_tx.clone());
+        let (addr, request, connecting, sent) = (
+            a.addr.clone(),
+            request.clone(),
+            connecting.clone(),
+            sent_tx.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut stream = {
                 let _permit = connecting.acquire().await.map_err(|e| e.to_string())?;
@@ -205,7 +216,10 @@ async fn run(a: Args) -> Result<(), String> {
     let cpu_before = a.pid.and_then(cpu_seconds);
     let kill_sent = Instant::now();
     let r = http
-        .post(format!("{base}/v1/environments/{}/flags/{flag}/kill", a.env))
+        .post(format!(
+            "{base}/v1/environments/{}/flags/{flag}/kill",
+            a.env
+        ))
         .bearer_auth(&a.token)
         .header("content-type", "application/json")
         .body(r#"{"message":"long-poll benchmark"}"#)
@@ -247,7 +261,10 @@ async fn run(a: Args) -> Result<(), String> {
     let p50 = percentile(&latencies, 0.50);
     let p99 = percentile(&latencies, 0.99);
     let max = latencies.last().copied().unwrap_or_default();
-    let within = latencies.iter().filter(|d| **d <= Duration::from_millis(500)).count();
+    let within = latencies
+        .iter()
+        .filter(|d| **d <= Duration::from_millis(500))
+        .count();
     println!(
         "kill acknowledged in {:.1} ms; {} answers ({} not 200, {} failed, {} answered before the kill), {} B per answer",
         ms(acked),

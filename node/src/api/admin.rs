@@ -14,15 +14,15 @@ use pulseplane_raft_store::NodeId;
 use serde::Deserialize;
 
 use crate::api::ApiError;
-use crate::api::common::WriteBody;
-use crate::api::error::ErrorBody;
-use crate::raft::membership::ClusterStatus;
-use pulseplane_core::state::Settings;
 use crate::api::auth::Actor;
+use crate::api::common::WriteBody;
 use crate::api::common::{WriteOk, parse_body, read_barrier, read_response, submit};
+use crate::api::error::ErrorBody;
 use crate::config::check_address;
 use crate::node::Node;
+use crate::raft::membership::ClusterStatus;
 use crate::raft::membership::{self, AdminError, AdminRequest};
+use pulseplane_core::state::Settings;
 
 pub fn router() -> Router<Arc<Node>> {
     Router::new()
@@ -147,7 +147,10 @@ fn yes() -> bool {
         (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
     )
 )]
-pub(crate) async fn add_node(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+pub(crate) async fn add_node(
+    State(node): State<Arc<Node>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let req: AddNode = parse_body(&body)?;
     if req.id == 0 {
         return Err(ApiError::field("/id", "must be a positive integer"));

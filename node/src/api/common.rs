@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
-use crate::api::error::Detail;
 use crate::api::auth::Actor;
+use crate::api::error::Detail;
 use crate::node::Node;
 
 pub const APPLIED_INDEX_HEADER: &str = "x-pulseplane-applied-index";

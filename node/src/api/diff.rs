@@ -94,7 +94,9 @@ fn walk(path: String, old: &Value, new: &Value, out: &mut Vec<Change>) {
 /// whenever the content was written twice.
 pub fn diff_items<T: Serialize>(old: Option<&T>, new: Option<&T>) -> Vec<Change> {
     let to_value = |t: Option<&T>| {
-        let mut v = t.map_or(Value::Null, |t| serde_json::to_value(t).unwrap_or(Value::Null));
+        let mut v = t.map_or(Value::Null, |t| {
+            serde_json::to_value(t).unwrap_or(Value::Null)
+        });
         if let Value::Object(m) = &mut v {
             m.remove("version");
         }

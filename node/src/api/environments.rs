@@ -13,13 +13,13 @@ use pulseplane_core::state::EnvState;
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
+use crate::api::auth::Actor;
 use crate::api::common::Query;
 use crate::api::common::{Page, WriteBody};
-use crate::api::error::ErrorBody;
-use crate::api::auth::Actor;
 use crate::api::common::{
     PageQuery, WriteOk, paginate, parse_body, read_barrier, read_response, submit,
 };
+use crate::api::error::ErrorBody;
 use crate::node::Node;
 
 pub fn router() -> Router<Arc<Node>> {

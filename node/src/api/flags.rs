@@ -14,14 +14,14 @@ use pulseplane_core::{Command, Flag};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
+use crate::api::auth::Actor;
 use crate::api::common::Query;
 use crate::api::common::{Page, WriteBody};
-use crate::api::error::ErrorBody;
-use crate::api::auth::Actor;
 use crate::api::common::{
     PageQuery, WriteOk, paginate, parse_body, read_barrier, read_response, submit,
 };
 use crate::api::diff::{Change, diff_items};
+use crate::api::error::ErrorBody;
 use crate::node::Node;
 
 pub fn router() -> Router<Arc<Node>> {
@@ -154,7 +154,11 @@ impl ItemQuery {
 }
 
 /// A read answer with the draft's revision as its ETag.
-pub(crate) fn item_response<T: Serialize>(applied: u64, view: &T, revision: Option<u64>) -> Response {
+pub(crate) fn item_response<T: Serialize>(
+    applied: u64,
+    view: &T,
+    revision: Option<u64>,
+) -> Response {
     let mut r = read_response(applied, view);
     if let Some(rev) = revision {
         if let Ok(v) = header::HeaderValue::from_str(&format!("\"{rev}\"")) {
@@ -200,7 +204,11 @@ pub(crate) async fn read(
             diff_items(published, view.draft.as_ref())
         });
         let revision = view.revision;
-        Ok(item_response(applied, &FlagViewWithDiff { view, diff }, revision))
+        Ok(item_response(
+            applied,
+            &FlagViewWithDiff { view, diff },
+            revision,
+        ))
     })
 }
 

@@ -26,9 +26,9 @@ pub mod flags;
 pub mod health;
 pub mod openapi;
 pub mod publish;
+pub mod sdk;
 pub mod segments;
 pub mod versions;
-pub mod sdk;
 
 use std::sync::Arc;
 

@@ -88,7 +88,10 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
         let doc = format!("{}\n", document());
         let parsed: serde_json::Value = serde_json::from_str(&doc).unwrap();
-        assert_eq!(parsed["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
+        assert_eq!(
+            parsed["openapi"].as_str().map(|v| v.starts_with("3.")),
+            Some(true)
+        );
         assert!(parsed["paths"]["/v1/sdk/environments/{env}/snapshot"]["get"].is_object());
         if std::env::var_os("PULSEPLANE_UPDATE_OPENAPI").is_some() {
             std::fs::write(path, &doc).unwrap();

@@ -13,10 +13,10 @@ use pulseplane_core::Command;
 use serde::Deserialize;
 
 use crate::api::ApiError;
-use crate::api::common::WriteBody;
-use crate::api::error::ErrorBody;
 use crate::api::auth::Actor;
+use crate::api::common::WriteBody;
 use crate::api::common::{WriteOk, parse_body, submit};
+use crate::api::error::ErrorBody;
 use crate::node::Node;
 
 pub fn router() -> Router<Arc<Node>> {

@@ -27,11 +27,11 @@ use tokio::time::Instant;
 
 use crate::api::ApiError;
 use crate::api::common::Query;
-use crate::api::error::ErrorBody;
-use pulseplane_core::Snapshot;
 use crate::api::common::{APPLIED_INDEX_HEADER, parse_body, read_barrier, read_response};
+use crate::api::error::ErrorBody;
 use crate::envs::{EnvActor, Published};
 use crate::node::Node;
+use pulseplane_core::Snapshot;
 
 pub const VERSION_HEADER: &str = "x-pulseplane-version";
 pub const NODE_HEADER: &str = "x-pulseplane-node";
@@ -100,9 +100,9 @@ fn matches_etag(if_none_match: Option<&str>, etag: &HeaderValue) -> bool {
         return false;
     };
     let etag = etag.to_str().unwrap_or("");
-    inm.split(',').map(str::trim).any(|t| {
-        t == "*" || t == etag || t.strip_prefix("W/").is_some_and(|t| t == etag)
-    })
+    inm.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == etag || t.strip_prefix("W/").is_some_and(|t| t == etag))
 }
 
 /// True when `Accept-Encoding` accepts gzip.
@@ -209,7 +209,12 @@ fn not_built(env: &str) -> ApiError {
 }
 
 /// The snapshot (or 304) with the distribution headers.
-fn snapshot_response(node: &Node, p: &Published, headers: &HeaderMap, not_modified: bool) -> Response {
+fn snapshot_response(
+    node: &Node,
+    p: &Published,
+    headers: &HeaderMap,
+    not_modified: bool,
+) -> Response {
     let mut r = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
     } else if accepts_gzip(headers) {
@@ -230,12 +235,18 @@ fn snapshot_response(node: &Node, p: &Published, headers: &HeaderMap, not_modifi
     h.insert(header::ETAG, p.etag.clone());
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    h.insert(HeaderName::from_static(VERSION_HEADER), HeaderValue::from(p.version));
+    h.insert(
+        HeaderName::from_static(VERSION_HEADER),
+        HeaderValue::from(p.version),
+    );
     h.insert(
         HeaderName::from_static(APPLIED_INDEX_HEADER),
         HeaderValue::from(p.applied_index),
     );
-    h.insert(HeaderName::from_static(NODE_HEADER), node.envs.node_header().clone());
+    h.insert(
+        HeaderName::from_static(NODE_HEADER),
+        node.envs.node_header().clone(),
+    );
     r
 }
 
@@ -338,7 +349,10 @@ pub(crate) async fn export(
 ) -> Result<Response, ApiError> {
     let (p, not_modified) = serve_snapshot(&node, &env, &q, &headers).await?;
     let mut r = snapshot_response(&node, &p, &headers, not_modified);
-    let name = format!("attachment; filename=\"pulseplane-{}-v{}.json\"", p.env, p.version);
+    let name = format!(
+        "attachment; filename=\"pulseplane-{}-v{}.json\"",
+        p.env, p.version
+    );
     if let Ok(v) = HeaderValue::from_str(&name) {
         r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
     }
@@ -441,7 +455,10 @@ pub(crate) async fn evaluate(
         let (flags, segments) = node.sm.read(|_, state| {
             let e = state.env(&env)?;
             Ok::<_, ApiError>((
-                e.draft_flags.values().map(|d| d.item.clone()).collect::<Vec<_>>(),
+                e.draft_flags
+                    .values()
+                    .map(|d| d.item.clone())
+                    .collect::<Vec<_>>(),
                 e.draft_segments
                     .values()
                     .map(|d| d.item.clone())
@@ -495,11 +512,20 @@ mod tests {
     fn gzip_acceptance() {
         let mut h = HeaderMap::new();
         assert!(!accepts_gzip(&h));
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("br, gzip;q=0.8"));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip;q=0.8"),
+        );
         assert!(accepts_gzip(&h));
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip;q=0, br"));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0, br"),
+        );
         assert!(!accepts_gzip(&h));
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
         assert!(!accepts_gzip(&h));
     }
 
@@ -523,6 +549,9 @@ mod tests {
         assert_eq!(q("250ms").wait().unwrap(), Duration::from_millis(250));
         assert_eq!(q("5").wait().unwrap(), Duration::from_secs(5));
         assert_eq!(q("1h").wait().unwrap(), MAX_WAIT);
-        assert_eq!(q("soon").wait().unwrap_err().status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            q("soon").wait().unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
     }
 }

@@ -14,14 +14,14 @@ use pulseplane_core::{Command, Segment};
 use serde::Serialize;
 
 use crate::api::ApiError;
+use crate::api::auth::Actor;
 use crate::api::common::Query;
 use crate::api::common::{Page, WriteBody};
-use crate::api::error::ErrorBody;
-use crate::api::auth::Actor;
 use crate::api::common::{
     PageQuery, WriteOk, paginate, parse_body, read_barrier, read_response, submit,
 };
 use crate::api::diff::{Change, diff_items};
+use crate::api::error::ErrorBody;
 use crate::api::flags::{ItemQuery, expected_revision, item_response};
 use crate::node::Node;
 
@@ -153,7 +153,11 @@ pub(crate) async fn read(
         let applied = applied.map_or(0, |l| l.index);
         let diff = with_diff.then(|| diff_items(view.published.as_ref(), view.draft.as_ref()));
         let revision = view.revision;
-        Ok(item_response(applied, &SegmentViewWithDiff { view, diff }, revision))
+        Ok(item_response(
+            applied,
+            &SegmentViewWithDiff { view, diff },
+            revision,
+        ))
     })
 }
 

@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
 use crate::api::common::Query;
-use crate::api::error::ErrorBody;
 use crate::api::common::{Page, PageQuery, read_barrier, read_response};
 use crate::api::diff::{Change, diff_items};
+use crate::api::error::ErrorBody;
 use crate::node::Node;
 
 pub fn router() -> Router<Arc<Node>> {
@@ -84,9 +84,10 @@ pub(crate) async fn list(
     let limit = q.limit()?;
     let before = match q.cursor.as_deref() {
         None => None,
-        Some(c) => Some(c.parse::<u64>().map_err(|_| {
-            ApiError::field("/cursor", "not a cursor this list gave out")
-        })?),
+        Some(c) => Some(
+            c.parse::<u64>()
+                .map_err(|_| ApiError::field("/cursor", "not a cursor this list gave out"))?,
+        ),
     };
     read_barrier(&node, q.consistency.as_deref()).await?;
     node.sm.read(|applied, state| {
@@ -164,11 +165,17 @@ pub(crate) enum VersionRead {
 }
 
 /// Flag or segment key → revision in version `v` (empty for version 0).
-fn content(e: &EnvState, env: &str, v: u64) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), ApiError> {
+fn content(
+    e: &EnvState,
+    env: &str,
+    v: u64,
+) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), ApiError> {
     if v == 0 {
         return Ok(Default::default());
     }
-    let r = e.version_record(v).ok_or_else(|| version_not_found(env, v))?;
+    let r = e
+        .version_record(v)
+        .ok_or_else(|| version_not_found(env, v))?;
     Ok((r.flags.clone(), r.segments.clone()))
 }
 

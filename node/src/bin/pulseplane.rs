@@ -71,7 +71,9 @@ fn export(args: &ExportArgs<'_>, out: Option<&std::path::Path>) -> ExitCode {
         }
     };
     let written = match out {
-        Some(path) => pulseplane_node::datadir::write_atomic(path, &bytes).map_err(|e| e.to_string()),
+        Some(path) => {
+            pulseplane_node::datadir::write_atomic(path, &bytes).map_err(|e| e.to_string())
+        }
         None => {
             use std::io::Write;
             let mut stdout = std::io::stdout().lock();

@@ -571,8 +571,10 @@ impl EnvState {
         }
         let flags: BTreeMap<String, BTreeSet<u64>> =
             flags.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        let segments: BTreeMap<String, BTreeSet<u64>> =
-            segments.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let segments: BTreeMap<String, BTreeSet<u64>> = segments
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
         self.flag_revisions.retain(|k, revs| {
             let live = flags.get(k);
             revs.retain(|r, _| live.is_some_and(|l| l.contains(r)));

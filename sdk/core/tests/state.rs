@@ -691,7 +691,11 @@ fn version_retention_drops_old_versions_and_their_revisions() {
     let env = h.state.env("prod").unwrap();
     assert_eq!(env.version(), 40);
     // Pruned in bulk: never more than retention + 10%.
-    assert!(env.versions.len() >= 10 && env.versions.len() <= 11, "{}", env.versions.len());
+    assert!(
+        env.versions.len() >= 10 && env.versions.len() <= 11,
+        "{}",
+        env.versions.len()
+    );
     let first = env.versions[0].version;
     assert!(env.version_record(first).is_some());
     assert!(env.version_record(first - 1).is_none());
@@ -714,7 +718,12 @@ fn version_retention_drops_old_versions_and_their_revisions() {
     });
     assert_eq!(out.env_version, 41);
     assert_eq!(
-        h.state.env("prod").unwrap().published_flag("a").unwrap().description,
+        h.state
+            .env("prod")
+            .unwrap()
+            .published_flag("a")
+            .unwrap()
+            .description,
         "v34"
     );
 }

@@ -25,12 +25,19 @@ use serde_json::json;
 const N: usize = 2_000_000;
 
 fn features() -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/anchors/gen_features.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/anchors/gen_features.py"
+    );
     let out = std::process::Command::new("python3")
         .arg(script)
         .output()
         .unwrap_or_else(|e| panic!("{script}: {e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("features JSON")
 }
 
@@ -116,7 +123,11 @@ async fn main() {
                 let (client, contexts) = (client.clone(), contexts.clone());
                 s.spawn(move || {
                     for i in 0..per {
-                        black_box(client.bool_value("anchor.rollout-50", &contexts[(i + th) & 1023], false));
+                        black_box(client.bool_value(
+                            "anchor.rollout-50",
+                            &contexts[(i + th) & 1023],
+                            false,
+                        ));
                     }
                 });
             }

@@ -13,7 +13,9 @@ use pulseplane_sdk::{Client, Context};
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let endpoint = args.next().unwrap_or_else(|| "http://127.0.0.1:7401".into());
+    let endpoint = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:7401".into());
     let env = args.next().unwrap_or_else(|| "prod".into());
     let token = args
         .next()
@@ -35,7 +37,11 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    println!("started: {:?}, version {}", client.status(), client.version());
+    println!(
+        "started: {:?}, version {}",
+        client.status(),
+        client.version()
+    );
     client.on_change(Some(&flag), |change| {
         println!(
             "{} changed: {:?} -> {:?} (version {} -> {})",
@@ -45,7 +51,10 @@ async fn main() {
     for round in 0..30 {
         for user in ["user-1", "user-2", "user-3"] {
             let d = client.bool_details(&flag, &Context::new(user).with("country", "NL"), false);
-            println!("round {round}: {user}: {} ({:?}, version {})", d.value, d.reason, d.env_version);
+            println!(
+                "round {round}: {user}: {} ({:?}, version {})",
+                d.value, d.reason, d.env_version
+            );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }

@@ -296,7 +296,10 @@ impl Client {
             let p = path.clone();
             match tokio::task::spawn_blocking(move || read_snapshot_file(&p, &env)).await {
                 Ok(Ok((snapshot, set))) => {
-                    if best.as_ref().is_none_or(|(b, _, _)| snapshot.version > b.version) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _, _)| snapshot.version > b.version)
+                    {
                         best = Some((snapshot, set, source));
                     }
                 }
@@ -411,7 +414,11 @@ impl Client {
     pub fn take_usage(&self) -> UsageReport {
         let l = self.inner.current.load();
         let mut report = std::mem::take(
-            &mut *self.inner.retired_usage.lock().unwrap_or_else(|p| p.into_inner()),
+            &mut *self
+                .inner
+                .retired_usage
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
         );
         merge_usage(&mut report, l.usage.drain(&l.set));
         report
@@ -476,7 +483,11 @@ impl Client {
         self.evaluate(
             key,
             || Value::from(default),
-            |l| resolve(l.set.string_details(key, ctx, default), l, |v| (*v).to_owned()),
+            |l| {
+                resolve(l.set.string_details(key, ctx, default), l, |v| {
+                    (*v).to_owned()
+                })
+            },
             Value::String,
         )
     }

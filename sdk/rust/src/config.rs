@@ -201,9 +201,15 @@ impl Builder {
         if c.long_poll
             && !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&c.long_poll_wait)
         {
-            return Err(ConfigError::Invalid("long_poll_wait must be 1 to 60 s".into()));
+            return Err(ConfigError::Invalid(
+                "long_poll_wait must be 1 to 60 s".into(),
+            ));
         }
-        let cycle = if c.long_poll { c.long_poll_wait } else { c.poll_interval.mul_f64(1.0 + c.jitter) };
+        let cycle = if c.long_poll {
+            c.long_poll_wait
+        } else {
+            c.poll_interval.mul_f64(1.0 + c.jitter)
+        };
         if c.stale_after <= cycle + c.request_timeout {
             return Err(ConfigError::Invalid(format!(
                 "stale_after ({:?}) must exceed one poll cycle plus the request timeout ({:?})",

@@ -58,7 +58,8 @@ pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
             return;
         }
         let endpoint = &endpoints[index % endpoints.len()];
-        let span = info_span!("pulseplane.poll", endpoint = %endpoint, env = %inner.config.environment);
+        let span =
+            info_span!("pulseplane.poll", endpoint = %endpoint, env = %inner.config.environment);
         // Local data that every node has answered older than, twice round,
         // is not what this cluster serves (say, an environment re-created,
         // or a bootstrap file from elsewhere): the nodes' version wins.
@@ -158,12 +159,19 @@ async fn poll_once(
     let cfg = &inner.config;
     let current = inner.current.load_full();
     let from_node = current.source == Source::Node;
-    let mut url = format!("{endpoint}/v1/sdk/environments/{}/snapshot", cfg.environment);
+    let mut url = format!(
+        "{endpoint}/v1/sdk/environments/{}/snapshot",
+        cfg.environment
+    );
     let mut timeout = cfg.request_timeout;
     if cfg.long_poll {
         // From a node: wait for the next version. From local data: wait for
         // a node that has at least that version.
-        let min = if from_node { current.version + 1 } else { current.version };
+        let min = if from_node {
+            current.version + 1
+        } else {
+            current.version
+        };
         url.push_str(&format!(
             "?min_version={min}&wait={}ms",
             cfg.long_poll_wait.as_millis()
@@ -242,8 +250,8 @@ async fn poll_once(
     // Never go back in version; from local data, a node's snapshot of the
     // same version takes over (it is fresh), and so does an older one once
     // every node has said so (`accept_older`).
-    let newer = version > current.version
-        || (!from_node && (version == current.version || accept_older));
+    let newer =
+        version > current.version || (!from_node && (version == current.version || accept_older));
     if !newer {
         if version < current.version {
             return Outcome::Behind(version);

@@ -5,14 +5,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pulseplane_core::Flag;
-use pulseplane_sdk::{Client, ConfigError, Context, Hook, HookContext, HookDetails, Reason, Snapshot, Status};
+use pulseplane_sdk::{
+    Client, ConfigError, Context, Hook, HookContext, HookDetails, Reason, Snapshot, Status,
+};
 use serde_json::json;
 
 fn file(dir: &std::path::Path, name: &str, version: u64, variant: &str) -> std::path::PathBuf {
-    let mut f: Flag = serde_json::from_value(json!({"key": "a", "kind": "boolean", "default": {"variant": variant}, "version": 1})).unwrap();
+    let mut f: Flag = serde_json::from_value(
+        json!({"key": "a", "kind": "boolean", "default": {"variant": variant}, "version": 1}),
+    )
+    .unwrap();
     f.normalize();
     let path = dir.join(name);
-    std::fs::write(&path, Snapshot::new("prod", version, Some(0), vec![f], vec![]).to_json()).unwrap();
+    std::fs::write(
+        &path,
+        Snapshot::new("prod", version, Some(0), vec![f], vec![]).to_json(),
+    )
+    .unwrap();
     path
 }
 
@@ -20,13 +29,22 @@ struct Recorder(&'static str, Arc<Mutex<Vec<String>>>);
 
 impl Hook for Recorder {
     fn before(&self, c: &HookContext<'_>) {
-        self.1.lock().unwrap().push(format!("{} before {}", self.0, c.flag));
+        self.1
+            .lock()
+            .unwrap()
+            .push(format!("{} before {}", self.0, c.flag));
     }
     fn after(&self, _: &HookContext<'_>, d: &HookDetails<'_>) {
-        self.1.lock().unwrap().push(format!("{} after {}", self.0, d.value));
+        self.1
+            .lock()
+            .unwrap()
+            .push(format!("{} after {}", self.0, d.value));
     }
     fn error(&self, _: &HookContext<'_>, d: &HookDetails<'_>) {
-        self.1.lock().unwrap().push(format!("{} error {:?}", self.0, d.error_code));
+        self.1
+            .lock()
+            .unwrap()
+            .push(format!("{} error {:?}", self.0, d.error_code));
     }
     fn finally(&self, _: &HookContext<'_>, _: &HookDetails<'_>) {
         self.1.lock().unwrap().push(format!("{} finally", self.0));
@@ -49,20 +67,42 @@ async fn hooks_run_in_openfeature_order_and_usage_is_counted() {
     assert!(c.bool_value("a", &ctx, false));
     assert_eq!(
         *log.lock().unwrap(),
-        ["h1 before a", "h2 before a", "h2 after true", "h1 after true", "h2 finally", "h1 finally"]
+        [
+            "h1 before a",
+            "h2 before a",
+            "h2 after true",
+            "h1 after true",
+            "h2 finally",
+            "h1 finally"
+        ]
     );
     log.lock().unwrap().clear();
     assert_eq!(c.string_value("missing", &ctx, "dflt"), "dflt");
     assert_eq!(
         *log.lock().unwrap(),
-        ["h1 before missing", "h2 before missing", "h2 error Some(FlagNotFound)", "h1 error Some(FlagNotFound)", "h2 finally", "h1 finally"]
+        [
+            "h1 before missing",
+            "h2 before missing",
+            "h2 error Some(FlagNotFound)",
+            "h1 error Some(FlagNotFound)",
+            "h2 finally",
+            "h1 finally"
+        ]
     );
     let d = c.bool_details("a", &ctx, false);
-    assert_eq!((d.reason, d.resolved_reason), (Reason::Stale, Reason::Static));
+    assert_eq!(
+        (d.reason, d.resolved_reason),
+        (Reason::Stale, Reason::Static)
+    );
     let usage = c.take_usage();
     assert_eq!(usage.flags["a"]["on"], 2);
     assert_eq!(usage.unknown, 1);
-    assert!(c.take_usage().flags.values().all(|v| v.values().all(|n| *n == 0)));
+    assert!(
+        c.take_usage()
+            .flags
+            .values()
+            .all(|v| v.values().all(|n| *n == 0))
+    );
 }
 
 #[tokio::test]
@@ -77,8 +117,16 @@ async fn the_newer_local_file_wins() {
     assert_eq!((c.status(), c.version()), (Status::FromBootstrap, 5));
     // A bootstrap file of another environment is refused.
     let other = dir.path().join("other.json");
-    std::fs::write(&other, Snapshot::new("stage", 9, Some(0), vec![], vec![]).to_json()).unwrap();
-    let c = Client::builder("prod").bootstrap_file(&other).start().await.unwrap();
+    std::fs::write(
+        &other,
+        Snapshot::new("stage", 9, Some(0), vec![], vec![]).to_json(),
+    )
+    .unwrap();
+    let c = Client::builder("prod")
+        .bootstrap_file(&other)
+        .start()
+        .await
+        .unwrap();
     assert_eq!(c.status(), Status::DefaultsOnly);
     assert_eq!(c.metrics().snapshots_rejected, 1);
 }
@@ -86,16 +134,41 @@ async fn the_newer_local_file_wins() {
 #[tokio::test]
 async fn configurations_that_cannot_work_are_refused() {
     let refused = |b: pulseplane_sdk::Builder| async move { b.start().await.err() };
-    assert!(matches!(refused(Client::builder("")).await, Some(ConfigError::Environment(..))));
-    assert!(matches!(refused(Client::builder("a/b")).await, Some(ConfigError::Environment(..))));
+    assert!(matches!(
+        refused(Client::builder("")).await,
+        Some(ConfigError::Environment(..))
+    ));
+    assert!(matches!(
+        refused(Client::builder("a/b")).await,
+        Some(ConfigError::Environment(..))
+    ));
     assert!(matches!(
         refused(Client::builder("prod").endpoints(["https://x:1"])).await,
         Some(ConfigError::Endpoint(_))
     ));
-    assert!(matches!(refused(Client::builder("prod").endpoints(["http://"])).await, Some(ConfigError::Endpoint(_))));
-    assert!(refused(Client::builder("prod").long_poll_wait(Duration::ZERO)).await.is_some());
-    assert!(refused(Client::builder("prod").stale_after(Duration::from_secs(10))).await.is_some());
-    assert!(refused(Client::builder("prod").instance_id("")).await.is_some());
-    assert!(refused(Client::builder("prod").poll_interval(Duration::ZERO)).await.is_some());
+    assert!(matches!(
+        refused(Client::builder("prod").endpoints(["http://"])).await,
+        Some(ConfigError::Endpoint(_))
+    ));
+    assert!(
+        refused(Client::builder("prod").long_poll_wait(Duration::ZERO))
+            .await
+            .is_some()
+    );
+    assert!(
+        refused(Client::builder("prod").stale_after(Duration::from_secs(10)))
+            .await
+            .is_some()
+    );
+    assert!(
+        refused(Client::builder("prod").instance_id(""))
+            .await
+            .is_some()
+    );
+    assert!(
+        refused(Client::builder("prod").poll_interval(Duration::ZERO))
+            .await
+            .is_some()
+    );
     assert!(refused(Client::builder("prod")).await.is_none());
 }
