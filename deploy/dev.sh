@@ -55,10 +55,13 @@ cmd_run() {
 
 cmd_test() {
   ensure_build_deps
+  # The change-notice tests start their own redis-server.
+  ensure_packages redis-server
   log "running the test suite"
   local out status=0
   out=$(mktemp)
-  if cargo test --workspace --locked 2>&1 | tee "$out"; then status=0; else status=$?; fi
+  # --all-features: the SDK's Redis listener and OpenFeature provider too.
+  if cargo test --workspace --all-features --locked 2>&1 | tee "$out"; then status=0; else status=$?; fi
   # One closing line for the whole workspace (cargo prints one per test binary).
   awk '/^test result:/ { p += $4; f += $6 } END { printf "summary: %d passed, %d failed\n", p, f }' "$out"
   rm -f "$out"

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,9 +31,15 @@ pub fn node_binary() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>/pulseplane-node
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("pulseplane-node");
+    // A bench binary: target/<profile>/<bin>, beside the node. A test:
+    // target/<profile>/deps/<test> → target/<profile>/pulseplane-node.
+    let here = exe.parent().expect("executable dir");
+    let beside = here.join("pulseplane-node");
+    let bin = if beside.exists() {
+        beside
+    } else {
+        here.parent().expect("target dir").join("pulseplane-node")
+    };
     assert!(
         bin.exists(),
         "{} is missing: build it first (cargo build -p pulseplane-node) or set PULSEPLANE_NODE_BIN",
@@ -381,6 +387,23 @@ impl Cluster {
         .await
     }
 
+    /// One sample from node `id`'s `/metrics`: `series` is the metric name
+    /// with its labels as printed, e.g. `pulseplane_redis_connected` or
+    /// `pulseplane_redis_notices_total{outcome="sent"}`.
+    pub async fn metric(&self, id: u64, series: &str) -> Option<f64> {
+        let (status, text) = self
+            .client
+            .raw_get(&format!("{}/metrics", self.url(id)))
+            .await
+            .ok()?;
+        if status != 200 {
+            return None;
+        }
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// The last lines of a node's log, for failure messages.
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.node(id).log).unwrap_or_default();
@@ -442,7 +465,8 @@ impl Client {
         }
     }
 
-    async fn raw_get(&self, url: &str) -> Result<(u16, String), reqwest::Error> {
+    /// A GET without the token: status and body text.
+    pub async fn raw_get(&self, url: &str) -> Result<(u16, String), reqwest::Error> {
         let r = self
             .http
             .get(url)
@@ -688,5 +712,96 @@ impl Cluster {
             missing.len(),
             &missing[..missing.len().min(5)]
         );
+    }
+}
+
+/// A `redis-server` process on a free loopback port, with no persistence,
+/// in its own temporary directory; killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    /// `requirepass`, when set.
+    pub password: Option<String>,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers.
+    pub async fn start(password: Option<&str>) -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            password: password.map(str::to_owned),
+            dir: tempfile::Builder::new()
+                .prefix("pulseplane-redis-")
+                .tempdir()
+                .expect("temp dir"),
+            child: None,
+        };
+        r.spawn().await;
+        r
+    }
+
+    /// `redis://[:password@]127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// (Re)starts the process on the same port.
+    pub async fn spawn(&mut self) {
+        let log = File::create(self.dir.path().join("redis.log")).expect("redis log");
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path());
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("redis-server is missing: install it (apt-get install redis-server)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(
+            Duration::from_secs(10),
+            "redis-server listening",
+            || async move {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
+    /// SIGSTOPs (`true`) or SIGCONTs the process: a Redis that accepts
+    /// connections and never answers.
+    pub fn pause(&self, stop: bool) {
+        if let Some(c) = &self.child {
+            signal(c.id(), if stop { "-STOP" } else { "-CONT" });
+        }
+    }
+
+    /// SIGKILLs the process.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.pause(false);
+        self.kill();
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::notify::RedisConfig;
 use crate::secret::Secret;
 
 /// `pulseplane-node`: one member of a Pulseplane cluster.
@@ -108,6 +109,27 @@ pub struct Cli {
     /// Log format: `text` or `json`.
     #[arg(long, env = "PULSEPLANE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Redis for change notices (optional): `redis://[user:password@]host:port[/db]`,
+    /// or `rediss://` for TLS. Without it SDKs learn of changes by polling
+    /// alone.
+    #[arg(long, env = "PULSEPLANE_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// A file holding the Redis URL (it may carry a password).
+    #[arg(long, env = "PULSEPLANE_REDIS_URL_FILE", conflicts_with = "redis_url")]
+    pub redis_url_file: Option<PathBuf>,
+    /// Notices go to channel `<prefix>:env:<env>`.
+    #[arg(
+        long,
+        env = "PULSEPLANE_REDIS_CHANNEL_PREFIX",
+        default_value = "pulseplane"
+    )]
+    pub redis_channel_prefix: String,
+    /// Most change notices waiting for Redis; more are dropped and counted.
+    #[arg(long, env = "PULSEPLANE_REDIS_QUEUE", default_value_t = 1024)]
+    pub redis_queue: usize,
+    /// Timeout of one Redis connect or publish.
+    #[arg(long, env = "PULSEPLANE_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
 }
 
 /// A founding member's id and address.
@@ -147,6 +169,8 @@ pub struct NodeConfig {
     pub json_logs: bool,
     /// 0: one per CPU core.
     pub worker_threads: usize,
+    /// Change notices over Redis, when configured.
+    pub redis: Option<RedisConfig>,
 }
 
 /// A configuration mistake, reported before the node binds.
@@ -304,6 +328,7 @@ impl Cli {
         if self.evaluate_rate == 0 {
             return Err(invalid("--evaluate-rate", "must be at least 1"));
         }
+        let redis = self.redis_config()?;
 
         let (node_id, listen, data_dir, initial_cluster, cluster_secret) = if self.dev {
             let node_id = self.node_id.unwrap_or(1);
@@ -395,8 +420,67 @@ impl Cli {
             evaluate_rate: self.evaluate_rate,
             json_logs,
             worker_threads: self.worker_threads,
+            redis,
         })
     }
+
+    /// The Redis settings, checked; `None` without a URL.
+    fn redis_config(&self) -> Result<Option<RedisConfig>, ConfigError> {
+        let Some(url) = secret_arg(
+            "--redis-url",
+            &self.redis_url,
+            "--redis-url-file",
+            &self.redis_url_file,
+        )?
+        else {
+            return Ok(None);
+        };
+        let flag = if self.redis_url.is_some() {
+            "--redis-url"
+        } else {
+            "--redis-url-file"
+        };
+        check_redis_url(flag, url.expose())?;
+        let prefix = self.redis_channel_prefix.trim();
+        if prefix.is_empty()
+            || prefix.len() > 128
+            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "--redis-channel-prefix",
+                "must be 1 to 128 characters without spaces",
+            ));
+        }
+        if self.redis_queue == 0 {
+            return Err(invalid("--redis-queue", "must be at least 1"));
+        }
+        if self.redis_timeout.is_zero() {
+            return Err(invalid("--redis-timeout", "must be above zero"));
+        }
+        Ok(Some(RedisConfig {
+            url,
+            prefix: prefix.to_owned(),
+            queue: self.redis_queue,
+            timeout: self.redis_timeout,
+        }))
+    }
+}
+
+/// Checks a Redis URL without echoing it (it may hold a password).
+fn check_redis_url(flag: &'static str, url: &str) -> Result<(), ConfigError> {
+    const SHAPE: &str = "redis://[user:password@]host:port[/db] or rediss://... for TLS";
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(invalid(flag, format!("must be {SHAPE}")));
+    }
+    redis::Client::open(url).map(|_| ()).map_err(|e| {
+        invalid(
+            flag,
+            format!(
+                "is not a usable Redis URL ({:?}); expected {SHAPE}",
+                e.kind()
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -459,6 +543,34 @@ mod tests {
         let mut moved = base.to_vec();
         moved.push("--initial-cluster=1=127.0.0.1:7999");
         assert!(cli(&moved).into_config().is_err());
+    }
+
+    #[test]
+    fn redis_settings_are_checked() {
+        let c = cli(&["--dev"]).into_config().unwrap();
+        assert!(c.redis.is_none());
+        let c = cli(&["--dev", "--redis-url=redis://:pw@127.0.0.1:6379/0"])
+            .into_config()
+            .unwrap();
+        let r = c.redis.unwrap();
+        assert_eq!(r.prefix, "pulseplane");
+        assert!(
+            cli(&["--dev", "--redis-url=rediss://127.0.0.1:6380"])
+                .into_config()
+                .is_ok()
+        );
+        for bad in [
+            vec!["--redis-url=http://127.0.0.1:6379"],
+            vec!["--redis-url=redis://:secretpw@"],
+            vec!["--redis-url=redis://127.0.0.1", "--redis-channel-prefix= "],
+            vec!["--redis-url=redis://127.0.0.1", "--redis-queue=0"],
+        ] {
+            let mut args = vec!["--dev"];
+            args.extend(bad.iter().copied());
+            let e = cli(&args).into_config().unwrap_err().to_string();
+            assert!(e.starts_with("--redis"), "{e}");
+            assert!(!e.contains("secretpw"), "the password leaked: {e}");
+        }
     }
 
     #[test]

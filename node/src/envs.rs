@@ -28,6 +28,8 @@ use pulseplane_core::{Flag, FlagSet, Segment, Snapshot};
 use pulseplane_raft_store::StateMachineStore;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
+
+use crate::notify::{Notice, Notifier};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
@@ -114,6 +116,11 @@ impl EnvActor {
         self.current.subscribe()
     }
 
+    /// Requests waiting on this environment (long-polls).
+    pub fn waiters(&self) -> usize {
+        self.current.receiver_count()
+    }
+
     /// Records a poll from an SDK instance that has `version`.
     pub fn saw_instance(&self, instance: &str, version: u64) {
         let now = Instant::now();
@@ -186,14 +193,18 @@ pub struct Envs {
     /// environment to appear.
     appeared: watch::Sender<u64>,
     node_id: HeaderValue,
+    /// Queues a change notice for Redis when an actor has built a newly
+    /// published version.
+    notifier: Option<Notifier>,
 }
 
 impl Envs {
-    pub fn new(node_id: u64) -> Arc<Envs> {
+    pub fn new(node_id: u64, notifier: Option<Notifier>) -> Arc<Envs> {
         Arc::new(Envs {
             actors: RwLock::new(HashMap::new()),
             appeared: watch::Sender::new(0),
             node_id: HeaderValue::from(node_id),
+            notifier,
         })
     }
 
@@ -209,6 +220,19 @@ impl Envs {
             .unwrap_or_else(|p| p.into_inner())
             .get(env)
             .cloned()
+    }
+
+    /// Every environment and its actor, sorted by key.
+    pub fn actors(&self) -> Vec<(String, Arc<EnvActor>)> {
+        let mut all: Vec<_> = self
+            .actors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, a)| (k.clone(), a.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     /// Wakes when an environment appears.
@@ -309,7 +333,13 @@ async fn dispatch(envs: Arc<Envs>, sm: StateMachineStore, stop: CancellationToke
                             swept: Instant::now(),
                         }),
                     });
-                    tokio::spawn(run_actor(key.clone(), actor.clone(), rx));
+                    tokio::spawn(run_actor(
+                        key.clone(),
+                        created_at_ms,
+                        actor.clone(),
+                        rx,
+                        envs.notifier.clone(),
+                    ));
                     envs.insert(&key, actor);
                     handles.insert(
                         key,
@@ -329,10 +359,15 @@ async fn dispatch(envs: Arc<Envs>, sm: StateMachineStore, stop: CancellationToke
     }
 }
 
+/// Runs one environment's actor. A version built after the first one is a
+/// new publish seen live, and is announced through `notifier`; the first
+/// build (node start, or a new environment) announces nothing.
 async fn run_actor(
     env: String,
+    created_at_ms: i64,
     actor: Arc<EnvActor>,
     mut mailbox: mpsc::UnboundedReceiver<Source>,
+    notifier: Option<Notifier>,
 ) {
     while let Some(mut source) = mailbox.recv().await {
         // Only the newest content matters.
@@ -346,7 +381,18 @@ async fn run_actor(
             Ok(_) if mailbox.is_closed() => break,
             Ok(p) => {
                 debug!(env = %env, version = p.version, bytes = p.body.len(), "snapshot ready");
-                actor.current.send_replace(Some(Arc::new(p)));
+                let notice = notifier.as_ref().map(|_| Notice {
+                    env: env.clone(),
+                    created_at_ms,
+                    version: p.version,
+                    digest: p.digest.clone(),
+                });
+                let before = actor.current.send_replace(Some(Arc::new(p)));
+                if let (Some(n), Some(notice)) = (&notifier, notice) {
+                    if before.is_some_and(|b| b.version < notice.version) {
+                        n.notify(notice);
+                    }
+                }
             }
             Err(e) => error!(env = %env, error = %e, "building the snapshot failed"),
         }

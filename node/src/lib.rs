@@ -7,6 +7,8 @@
 //! - `node`: one running node and [`node::run`]
 //! - `raft`: Raft start-up, the peer transport and membership
 //! - `envs`: environment actors (published snapshots, long-poll waiters)
+//! - `notify`: change notices over Redis Pub/Sub
+//! - `metrics`: counters and the `/metrics` text
 //! - `write`: the write path (batching on the leader, forwarding from followers)
 //! - `api`: the HTTP API (public and admin)
 //! - `cli`: the `pulseplane` operator commands
@@ -15,7 +17,9 @@ pub mod cli;
 pub mod config;
 pub mod datadir;
 pub mod envs;
+pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod raft;
 pub mod secret;
 pub mod write;

@@ -16,6 +16,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // rediss:// connections use rustls with ring; installed once, up front.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let filter = EnvFilter::try_from_env("PULSEPLANE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     if cfg.json_logs {

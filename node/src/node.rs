@@ -16,6 +16,8 @@ use tracing::{error, info, warn};
 use crate::config::NodeConfig;
 use crate::datadir::{DataDir, DataDirError, write_atomic};
 use crate::envs::Envs;
+use crate::metrics::{Metrics, Sample, label_value};
+use crate::notify::Notifier;
 use crate::raft::client::PeerClient;
 use crate::raft::server::{LocalStatus, PATH_READ_INDEX};
 use crate::raft::{self, Raft};
@@ -36,6 +38,8 @@ pub struct Node {
     pub envs: Arc<Envs>,
     /// Bounds preview evaluations.
     pub evaluate_limiter: RateLimiter,
+    /// Counters served at `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// Fires when the node stops: long-polls answer at once.
     pub shutdown: CancellationToken,
     /// The commit index learned at start; ready once applied up to it.
@@ -61,6 +65,8 @@ pub enum NodeError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("--redis-url: {0}")]
+    Redis(String),
 }
 
 /// Why a node is not ready.
@@ -140,6 +146,61 @@ impl Node {
                     .map_err(|_| WriteError::NotLeader { leader: Some(l) })?
             }
         }
+    }
+
+    /// Figures read at scrape time for `/metrics`.
+    pub fn samples(&self) -> Vec<Sample> {
+        let status = self.local_status();
+        let mut versions = Vec::new();
+        let mut waiters = Vec::new();
+        let mut instances = Vec::new();
+        for (env, actor) in self.envs.actors() {
+            let label = format!("env=\"{}\"", label_value(&env));
+            let fleet = actor.fleet();
+            versions.push((label.clone(), fleet.version as f64));
+            waiters.push((label.clone(), actor.waiters() as f64));
+            instances.push((label, fleet.instances as f64));
+        }
+        vec![
+            Sample::gauge(
+                "pulseplane_raft_term",
+                "The Raft term this node is in.",
+                status.term as f64,
+            ),
+            Sample::gauge(
+                "pulseplane_raft_is_leader",
+                "1 on the leader.",
+                f64::from(u8::from(status.state == "leader")),
+            ),
+            Sample::gauge(
+                "pulseplane_raft_applied_index",
+                "The last log index applied to the state machine.",
+                status.applied_index as f64,
+            ),
+            Sample::gauge(
+                "pulseplane_raft_last_log_index",
+                "The last log index in this node's log.",
+                status.last_log_index as f64,
+            ),
+            Sample::labelled(
+                "pulseplane_environment_version",
+                "The published version this node serves, by environment.",
+                "gauge",
+                versions,
+            ),
+            Sample::labelled(
+                "pulseplane_sdk_long_poll_waiters",
+                "Snapshot requests waiting for a change, by environment.",
+                "gauge",
+                waiters,
+            ),
+            Sample::labelled(
+                "pulseplane_sdk_instances",
+                "SDK instances that polled this node in the fleet window, by environment.",
+                "gauge",
+                instances,
+            ),
+        ]
     }
 
     /// Waits until this node has applied `index`, up to `timeout`.
@@ -298,6 +359,16 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let peers = PeerClient::new(cluster_secret.clone());
     let raft = raft::start(&cfg, log, sm.clone(), peers.clone()).await?;
     let tasks = CancellationToken::new();
+    let metrics = Arc::new(Metrics::default());
+    let (notifier, notifier_task) = match &cfg.redis {
+        Some(r) => {
+            let (n, task) =
+                Notifier::start(r, metrics.clone(), tasks.clone()).map_err(NodeError::Redis)?;
+            info!(prefix = %r.prefix, "change notices go to Redis");
+            (Some(n), Some(task))
+        }
+        None => (None, None),
+    };
     let (writer, batcher) = Writer::start(
         cfg.node_id,
         raft.clone(),
@@ -315,8 +386,9 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         secret: cluster_secret,
         admin_token,
         max_body_bytes: cfg.max_body_bytes,
-        envs: Envs::new(cfg.node_id),
+        envs: Envs::new(cfg.node_id, notifier),
         evaluate_limiter: RateLimiter::new(cfg.evaluate_rate),
+        metrics,
         shutdown: shutdown.clone(),
         ready_target: Mutex::new(None),
         caught_up: std::sync::atomic::AtomicBool::new(false),
@@ -349,6 +421,9 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let _ = batcher.await;
     let _ = compactor.await;
     let _ = dispatcher.await;
+    if let Some(task) = notifier_task {
+        let _ = task.await;
+    }
     if let Err(e) = raft.shutdown().await {
         warn!(error = %e, "raft did not stop cleanly");
     }

@@ -6,10 +6,11 @@ use std::process::Command;
 use serde_json::Value;
 
 fn example() -> String {
-    format!(
-        "{}/../deploy/examples/prod-snapshot.json",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    // `cargo test` sets the variable at run time too; a test binary may run
+    // from another checkout that shares the target dir.
+    let dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    format!("{dir}/../deploy/examples/prod-snapshot.json")
 }
 
 fn eval(args: &[&str]) -> (i32, Value, String) {

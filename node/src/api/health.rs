@@ -1,6 +1,6 @@
 //! `/healthz` (the process is up), `/readyz` (a member that knows a
-//! leader and has applied up to the commit index it learned at start) and
-//! `/openapi.json`.
+//! leader and has applied up to the commit index it learned at start),
+//! `/metrics` (Prometheus text) and `/openapi.json`.
 
 use std::sync::Arc;
 
@@ -17,6 +17,28 @@ pub fn router() -> Router<Arc<Node>> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+}
+
+/// The node's metrics in the Prometheus text format (open, like the health
+/// checks: figures only, no flag content).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    summary = "Metrics in the Prometheus text format",
+    security(()),
+    responses((status = 200, description = "the metrics", body = String, content_type = "text/plain"))
+)]
+pub(crate) async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        node.metrics.render(&node.samples()),
+    )
+        .into_response()
 }
 
 /// The OpenAPI document of this API (open, like the health checks).

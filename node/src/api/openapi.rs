@@ -20,6 +20,7 @@ use crate::api::{admin, environments, flags, health, publish, sdk, segments, ver
     paths(
         health::healthz,
         health::readyz,
+        health::metrics,
         environments::create,
         environments::list,
         environments::read,
@@ -85,7 +86,12 @@ mod tests {
 
     #[test]
     fn docs_copy_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+        // `cargo test` sets the variable at run time too; the binary may run
+        // from another checkout that shares the target dir.
+        let dir = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+        let path = format!("{dir}/../docs/openapi.json");
+        let path = path.as_str();
         let doc = format!("{}\n", document());
         let parsed: serde_json::Value = serde_json::from_str(&doc).unwrap();
         assert_eq!(

@@ -7,8 +7,15 @@ use pulseplane_core::murmur3::murmur3_x86_32;
 use pulseplane_core::{Context, Flag, Segment, Snapshot};
 use serde_json::Value;
 
+/// This package's directory: from `cargo test`'s environment when set (a
+/// test binary built in one checkout may run in another that shares the
+/// target dir), else where it was built.
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned())
+}
+
 fn load(name: &str) -> Value {
-    let path = format!("{}/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/vectors/{name}", manifest_dir());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap()
 }
@@ -112,10 +119,7 @@ fn evaluation_vectors() {
 /// canonical form, and this build recomputes it.
 #[test]
 fn snapshot_digest_vector() {
-    let path = format!(
-        "{}/vectors/snapshot-digest.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/vectors/snapshot-digest.json", manifest_dir());
     let bytes = std::fs::read(&path).unwrap();
     let snap = Snapshot::from_json(&bytes).unwrap();
     assert_eq!(
@@ -128,7 +132,7 @@ fn snapshot_digest_vector() {
     // The example snapshot shipped for the quickstart verifies too.
     let example = format!(
         "{}/../../deploy/examples/prod-snapshot.json",
-        env!("CARGO_MANIFEST_DIR")
+        manifest_dir()
     );
     let (_, set) = Snapshot::load(&std::fs::read(example).unwrap()).unwrap();
     assert_eq!(set.len(), 3);

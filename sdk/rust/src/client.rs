@@ -102,6 +102,9 @@ pub(crate) struct PollCounters {
     pub(crate) errors: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) failovers: AtomicU64,
+    pub(crate) notices: AtomicU64,
+    pub(crate) notices_ignored: AtomicU64,
+    pub(crate) subscriptions: AtomicU64,
 }
 
 /// Counters a client exposes (see [`Client::metrics`]).
@@ -122,6 +125,13 @@ pub struct Metrics {
     pub snapshots_rejected: u64,
     /// Moves to another endpoint after a failure.
     pub failovers: u64,
+    /// Change notices received for this environment (feature `redis`).
+    pub notices: u64,
+    /// Messages on the channel that were not a notice for this environment
+    /// (malformed, or another environment's): ignored.
+    pub notices_ignored: u64,
+    /// Times the Redis listener (re)subscribed to the change channel.
+    pub notice_subscriptions: u64,
     /// Seconds since the last successful sync with a node; `None` if never.
     pub seconds_since_sync: Option<f64>,
     /// The version in force.
@@ -140,9 +150,25 @@ pub(crate) struct Inner {
     pub(crate) stop: watch::Sender<bool>,
     /// Usage counted on snapshots since replaced, not yet taken.
     retired_usage: Mutex<UsageReport>,
+    /// The highest version a change notice announced and no poll has asked
+    /// for yet (0: none).
+    pub(crate) wanted: AtomicU64,
+    /// Wakes the poller for a change notice.
+    pub(crate) nudge: tokio::sync::Notify,
 }
 
 impl Inner {
+    /// A change notice: version `version` was published. The poller asks
+    /// for it at once (with `min_version`); a version the client has
+    /// already changes nothing.
+    pub(crate) fn notice(&self, version: u64) {
+        self.counters.notices.fetch_add(1, Ordering::Relaxed);
+        if version > self.current.load().version {
+            self.wanted.fetch_max(version, Ordering::Relaxed);
+            self.nudge.notify_one();
+        }
+    }
+
     /// Records a successful sync with a node (now).
     pub(crate) fn touch(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64 + 1;
@@ -275,6 +301,8 @@ impl Client {
             counters: PollCounters::default(),
             stop: stop.clone(),
             retired_usage: Mutex::new(UsageReport::default()),
+            wanted: AtomicU64::new(0),
+            nudge: tokio::sync::Notify::new(),
             config,
         });
         // The cache and the bootstrap file: the newer of the two that
@@ -324,6 +352,11 @@ impl Client {
         };
         if !inner.config.endpoints.is_empty() {
             tokio::spawn(crate::poll::run(inner.clone(), http));
+            #[cfg(feature = "redis")]
+            if let Some(url) = inner.config.redis_url.clone() {
+                let prefix = inner.config.redis_prefix.clone();
+                tokio::spawn(crate::notices::listen(inner.clone(), url, prefix));
+            }
             client.wait_ready(inner.config.init_timeout).await;
         }
         Ok(client)
@@ -404,6 +437,9 @@ impl Client {
             polls_failed: get(&c.errors),
             snapshots_rejected: get(&c.rejected),
             failovers: get(&c.failovers),
+            notices: get(&c.notices),
+            notices_ignored: get(&c.notices_ignored),
+            notice_subscriptions: get(&c.subscriptions),
             seconds_since_sync: self.inner.since_sync().map(|d| d.as_secs_f64()),
             version: self.version(),
         }
@@ -548,7 +584,12 @@ impl Client {
             h.before(&hook_ctx);
         }
         let l = self.inner.current.load();
-        let r = eval(&l);
+        let mut r = eval(&l);
+        if l.source == Source::Defaults && r.error_code == Some(ErrorCode::FlagNotFound) {
+            // No data at all: the flag is not missing, the provider is not
+            // ready.
+            r.error_code = Some(ErrorCode::ProviderNotReady);
+        }
         let stale = l.source != Source::Node || self.is_stale();
         let reason = if r.error_code.is_some() {
             Reason::Error

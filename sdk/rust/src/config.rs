@@ -40,6 +40,9 @@ pub struct Config {
     pub(crate) max_backoff: Duration,
     pub(crate) instance_id: String,
     pub(crate) hooks: Vec<Arc<dyn Hook>>,
+    /// Change notices over Redis (feature `redis`).
+    pub(crate) redis_url: Option<String>,
+    pub(crate) redis_prefix: String,
 }
 
 /// Builds a [`crate::Client`]: `Client::builder("prod").endpoints([...]).start().await`.
@@ -66,6 +69,8 @@ impl Builder {
                 max_backoff: Duration::from_secs(30),
                 instance_id: new_instance_id(),
                 hooks: Vec::new(),
+                redis_url: None,
+                redis_prefix: "pulseplane".into(),
             },
         }
     }
@@ -171,6 +176,23 @@ impl Builder {
         self
     }
 
+    /// Listen for change notices on Redis Pub/Sub (`redis://` or
+    /// `rediss://`, with a password if needed): a notice makes the client
+    /// poll at once. Polling goes on regardless.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, url: &str) -> Builder {
+        self.config.redis_url = Some(url.to_owned());
+        self
+    }
+
+    /// The nodes' channel prefix (default `pulseplane`): notices arrive on
+    /// `<prefix>:env:<environment>`.
+    #[cfg(feature = "redis")]
+    pub fn redis_channel_prefix(mut self, prefix: &str) -> Builder {
+        self.config.redis_prefix = prefix.to_owned();
+        self
+    }
+
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
         let c = &self.config;
         if let Some(problem) = pulseplane_core::limits::check_key(&c.environment) {
@@ -216,6 +238,19 @@ impl Builder {
                 c.stale_after,
                 cycle + c.request_timeout
             )));
+        }
+        #[cfg(feature = "redis")]
+        if let Some(url) = &c.redis_url {
+            crate::notices::check_url(url).map_err(ConfigError::Invalid)?;
+            let p = &c.redis_prefix;
+            if p.is_empty()
+                || p.len() > 128
+                || p.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(ConfigError::Invalid(
+                    "the Redis channel prefix must be 1 to 128 characters without spaces".into(),
+                ));
+            }
         }
         let id = &c.instance_id;
         if id.is_empty()

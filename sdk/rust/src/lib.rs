@@ -27,11 +27,17 @@
 //! - `client`: the client, evaluation, status, metrics and listeners
 //! - `poll`: the poller (long-poll, failover, backoff, cache writes)
 //! - `hooks`: evaluation hooks and change events
+//! - `notices`: the Redis change-notice listener (feature `redis`)
+//! - [`openfeature`]: the OpenFeature provider (feature `openfeature`)
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod client;
 mod config;
 mod hooks;
+#[cfg(feature = "redis")]
+mod notices;
+#[cfg(feature = "openfeature")]
+pub mod openfeature;
 mod poll;
 
 pub use client::{Client, Metrics, Status};

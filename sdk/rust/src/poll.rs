@@ -4,6 +4,15 @@
 //! a timeout or an answer older than what it has, backing off with jitter;
 //! it never installs an older version, and keeps the last good snapshot on
 //! disk.
+//!
+//! A change notice (feature `redis`) records the announced version and
+//! wakes the poller: a sleeping poller asks at once with `min_version` set
+//! to it; a long-poll in flight that has not brought it within a short
+//! grace is abandoned for another node. A notice poll waits at most
+//! [`NOTICE_WAIT`] for the version and then takes whatever the node has,
+//! so a forged notice (a version never published) costs one bounded poll,
+//! a flood of them delays a real change by at most that wait, and none
+//! changes what is served: data only comes from a node's snapshot.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -28,6 +37,77 @@ enum Outcome {
     /// The node does not know the environment (yet).
     Unknown,
     Failed(String),
+    /// A change notice announced a version that the long-poll in flight
+    /// did not bring within the grace: ask another node.
+    Overdue,
+}
+
+/// How long a poll made for a change notice waits for the announced
+/// version.
+pub(crate) const NOTICE_WAIT: Duration = Duration::from_secs(2);
+/// How long a long-poll in flight may take to bring the version a notice
+/// announced before the poller asks another node.
+const NOTICE_GRACE: Duration = Duration::from_millis(300);
+
+/// What one request asks the node for.
+struct Ask {
+    /// `?min_version=`: answer once the node has this version.
+    min_version: Option<u64>,
+    /// `&wait=`: how long the node may hold the request (0: no long-poll).
+    wait: Duration,
+    /// Asked for by a change notice.
+    notice: bool,
+}
+
+/// The next request: the version a change notice announced, else the
+/// next version (long-poll), else a plain poll.
+fn plan(inner: &Inner, current: &Loaded) -> Ask {
+    let cfg = &inner.config;
+    let wanted = inner.wanted.swap(0, Ordering::Relaxed);
+    if wanted > current.version {
+        let wait = if cfg.long_poll {
+            NOTICE_WAIT.min(cfg.long_poll_wait)
+        } else {
+            NOTICE_WAIT
+        };
+        return Ask {
+            min_version: Some(wanted),
+            wait,
+            notice: true,
+        };
+    }
+    if cfg.long_poll {
+        // From a node: wait for the next version. From local data: wait for
+        // a node that has at least that version.
+        let min = if current.source == Source::Node {
+            current.version + 1
+        } else {
+            current.version
+        };
+        Ask {
+            min_version: Some(min),
+            wait: cfg.long_poll_wait,
+            notice: false,
+        }
+    } else {
+        Ask {
+            min_version: None,
+            wait: Duration::ZERO,
+            notice: false,
+        }
+    }
+}
+
+/// Returns once a change notice announced a version that, after the grace,
+/// the client still does not have.
+async fn overdue(inner: &Inner) {
+    loop {
+        inner.nudge.notified().await;
+        tokio::time::sleep(NOTICE_GRACE).await;
+        if inner.wanted.load(Ordering::Relaxed) > inner.current.load().version {
+            return;
+        }
+    }
 }
 
 /// Adds `more` into `into`.
@@ -65,17 +145,26 @@ pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
         // or a bootstrap file from elsewhere): the nodes' version wins.
         let accept_older = behind_streak >= 2 * endpoints.len();
         let started = std::time::Instant::now();
+        let ask = plan(&inner, &inner.current.load());
         let outcome = tokio::select! {
-            o = poll_once(&inner, &http, endpoint, &mut etag, accept_older).instrument(span) => o,
+            o = poll_once(&inner, &http, endpoint, &mut etag, accept_older, &ask).instrument(span) => o,
+            // Only a regular long-poll is abandoned for a notice: a notice
+            // poll always runs to its end (at most NOTICE_WAIT), when the
+            // node answers with whatever it has, so a flood of forged
+            // notices cannot hold back a real change.
+            () = overdue(&inner), if inner.config.long_poll && !ask.notice => Outcome::Overdue,
             _ = stop.changed() => return,
         };
+        // A regular wait may end early for a change notice; a backoff may
+        // not (a flood of notices must not defeat it).
+        let nudgeable = matches!(outcome, Outcome::Updated | Outcome::Current);
         if !matches!(outcome, Outcome::Behind(_)) {
             behind_streak = 0;
         }
         let pause = match outcome {
             Outcome::Updated | Outcome::Current => {
                 failures = 0;
-                let quick = started.elapsed() < inner.config.long_poll_wait / 2;
+                let quick = started.elapsed() < ask.wait / 2;
                 if inner.config.long_poll && !(quick && matches!(outcome, Outcome::Current)) {
                     // The node held the request until a change or its wait
                     // ran out: ask again at once.
@@ -85,6 +174,14 @@ pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
                     // holding the request: wait a poll interval.
                     jittered(inner.config.poll_interval, inner.config.jitter)
                 }
+            }
+            Outcome::Overdue => {
+                debug!(endpoint = %endpoint, "a change notice announced a version this node has not brought; asking another");
+                if endpoints.len() > 1 {
+                    index += 1;
+                    inner.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                }
+                Duration::ZERO
             }
             Outcome::Behind(v) => {
                 inner.counters.behind.fetch_add(1, Ordering::Relaxed);
@@ -117,6 +214,7 @@ pub(crate) async fn run(inner: Arc<Inner>, http: reqwest::Client) {
         if !pause.is_zero() {
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
+                () = inner.nudge.notified(), if nudgeable => {}
                 _ = stop.changed() => return,
             }
         }
@@ -155,6 +253,7 @@ async fn poll_once(
     endpoint: &str,
     etag: &mut Option<String>,
     accept_older: bool,
+    ask: &Ask,
 ) -> Outcome {
     let cfg = &inner.config;
     let current = inner.current.load_full();
@@ -164,19 +263,12 @@ async fn poll_once(
         cfg.environment
     );
     let mut timeout = cfg.request_timeout;
-    if cfg.long_poll {
-        // From a node: wait for the next version. From local data: wait for
-        // a node that has at least that version.
-        let min = if from_node {
-            current.version + 1
-        } else {
-            current.version
-        };
+    if let Some(min) = ask.min_version {
         url.push_str(&format!(
             "?min_version={min}&wait={}ms",
-            cfg.long_poll_wait.as_millis()
+            ask.wait.as_millis()
         ));
-        timeout = timeout.saturating_add(cfg.long_poll_wait);
+        timeout = timeout.saturating_add(ask.wait);
     }
     let mut req = http
         .get(&url)
