@@ -194,12 +194,12 @@ impl Publisher {
     fn connect_failed(&self, e: &RedisError, failures: u32) {
         let m = &self.metrics.redis;
         if is_auth_error(e) {
-            m.auth_failures.fetch_add(1, Ordering::Relaxed);
             error!(
                 error = %describe(e),
                 "Redis refused this node's credentials (check the password or user in --redis-url); \
                  change notices are not sent until it accepts them, SDKs still get changes by polling"
             );
+            m.auth_failures.fetch_add(1, Ordering::Relaxed);
         } else {
             m.connect_failures.fetch_add(1, Ordering::Relaxed);
             // Every failure while the outage is young, then one in 16.

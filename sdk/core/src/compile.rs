@@ -183,6 +183,32 @@ impl FlagSet {
         flags: &[Flag],
         segments: &[Segment],
     ) -> Result<FlagSet, ValidationError> {
+        FlagSet::compile_with(env, version, flags, None, segments)
+    }
+
+    /// As [`FlagSet::compile`], taking the flags by value: they are
+    /// normalized in place rather than copied, so a large snapshot compiles
+    /// without a second copy of its flags.
+    pub fn compile_owned(
+        env: &str,
+        version: u64,
+        mut flags: Vec<Flag>,
+        segments: &[Segment],
+    ) -> Result<FlagSet, ValidationError> {
+        for f in &mut flags {
+            f.normalize();
+        }
+        FlagSet::compile_with(env, version, &flags, Some(&flags), segments)
+    }
+
+    /// `normalized`: `flags` already normalized, if the caller has them.
+    fn compile_with(
+        env: &str,
+        version: u64,
+        flags: &[Flag],
+        normalized: Option<&[Flag]>,
+        segments: &[Segment],
+    ) -> Result<FlagSet, ValidationError> {
         let mut issues = Vec::new();
         if flags.len() > MAX_FLAGS {
             issues.push(Issue::new("/flags", format!("more than {MAX_FLAGS} flags")));
@@ -215,14 +241,21 @@ impl FlagSet {
                 ));
             }
         }
-        let normalized: Vec<Flag> = flags
-            .iter()
-            .map(|f| {
-                let mut f = f.clone();
-                f.normalize();
-                f
-            })
-            .collect();
+        let copies: Vec<Flag>;
+        let normalized = match normalized {
+            Some(n) => n,
+            None => {
+                copies = flags
+                    .iter()
+                    .map(|f| {
+                        let mut f = f.clone();
+                        f.normalize();
+                        f
+                    })
+                    .collect();
+                &copies
+            }
+        };
         let flag_list: Vec<&Flag> = normalized.iter().collect();
         let refs = SetRefs {
             segments: &seg_index,

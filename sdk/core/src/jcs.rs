@@ -8,6 +8,8 @@
 use core::fmt::{self, Write};
 
 use serde_json::Value;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
 /// The canonical text of `value`.
 pub fn to_canonical_string(value: &Value) -> String {
@@ -56,6 +58,103 @@ fn write_value(value: &Value, out: &mut String) {
         }
     }
 }
+
+/// Lowercase hex of a SHA-256 digest.
+pub fn hex(hash: &[u8]) -> String {
+    let mut out = String::with_capacity(hash.len() * 2);
+    for b in hash {
+        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+        out.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
+    }
+    out
+}
+
+/// SHA-256 (lowercase hex) of the canonical form of the JSON text `text`,
+/// leaving out the top-level object's member `skip` (if any), without
+/// building a tree: each level is read as borrowed raw slices and
+/// canonicalized in turn, and the canonical text is hashed as it is made.
+/// The same digest as [`to_canonical_string`] of the parsed value.
+pub fn canonical_sha256_of_text(
+    text: &str,
+    skip: Option<&str>,
+) -> Result<String, serde_json::Error> {
+    let raw: &RawValue = serde_json::from_str(text)?;
+    let mut w = HashWriter {
+        hasher: Sha256::new(),
+        buf: String::with_capacity(64 * 1024),
+    };
+    w.raw(raw, skip)?;
+    w.flush();
+    Ok(hex(&w.hasher.finalize()))
+}
+
+struct HashWriter {
+    hasher: Sha256,
+    buf: String,
+}
+
+impl HashWriter {
+    fn flush(&mut self) {
+        self.hasher.update(self.buf.as_bytes());
+        self.buf.clear();
+    }
+
+    fn raw(&mut self, raw: &RawValue, skip: Option<&str>) -> Result<(), serde_json::Error> {
+        if self.buf.len() >= 48 * 1024 {
+            self.flush();
+        }
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'{') => {
+                // Later duplicates win, as when parsing into a value.
+                let map: std::collections::BTreeMap<String, &RawValue> =
+                    serde_json::from_str(text)?;
+                let mut members: Vec<(&String, &&RawValue)> = map
+                    .iter()
+                    .filter(|(k, _)| skip != Some(k.as_str()))
+                    .collect();
+                members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+                self.buf.push('{');
+                for (i, (k, v)) in members.into_iter().enumerate() {
+                    if i > 0 {
+                        self.buf.push(',');
+                    }
+                    write_string(k, &mut self.buf);
+                    self.buf.push(':');
+                    self.raw(v, None)?;
+                }
+                self.buf.push('}');
+            }
+            Some(b'[') => {
+                let items: Vec<&RawValue> = serde_json::from_str(text)?;
+                self.buf.push('[');
+                for (i, item) in items.into_iter().enumerate() {
+                    if i > 0 {
+                        self.buf.push(',');
+                    }
+                    self.raw(item, None)?;
+                }
+                self.buf.push(']');
+            }
+            Some(b'"') => {
+                let s: std::borrow::Cow<'_, str> = serde_json::from_str::<Borrowed<'_>>(text)?.0;
+                write_string(&s, &mut self.buf);
+            }
+            Some(b't') => self.buf.push_str("true"),
+            Some(b'f') => self.buf.push_str("false"),
+            Some(b'n') => self.buf.push_str("null"),
+            _ => {
+                let n: serde_json::Number = serde_json::from_str(text)?;
+                let _ = write_number(n.as_f64().unwrap_or(0.0), &mut self.buf);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A string that borrows from the input unless it has escapes.
+#[derive(serde::Deserialize)]
+struct Borrowed<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
 
 fn write_string(s: &str, out: &mut String) {
     out.push('"');
@@ -185,6 +284,30 @@ mod tests {
         let mut s = String::new();
         write_number(f, &mut s).unwrap();
         s
+    }
+
+    #[test]
+    fn the_streaming_digest_matches_the_tree_digest() {
+        let texts = [
+            r#"{"b": [1, 2.50, -0, 1e21, {"z": null, "a": true}], "a": "x\u00e9\n\"y", "digest": "skip me", "\u20ac": 1, "\ud83d\ude00": 2, "a\u0000": 3}"#,
+            r#"{"dup": 1, "dup": 2, "n": 18446744073709551615, "m": -9007199254740993, "s": "\u001f"}"#,
+            r#"[{"k": {}}, [], "", 0.000001, 1e-7, false]"#,
+            r#""plain""#,
+        ];
+        for text in texts {
+            let mut value: Value = serde_json::from_str(text).unwrap();
+            if let Value::Object(map) = &mut value {
+                map.remove("digest");
+            }
+            let tree = hex(&Sha256::digest(to_canonical_string(&value).as_bytes()));
+            assert_eq!(
+                canonical_sha256_of_text(text, Some("digest")).unwrap(),
+                tree,
+                "{text}"
+            );
+        }
+        assert!(canonical_sha256_of_text("{\"a\": ", None).is_err());
+        assert!(canonical_sha256_of_text("[1,]", None).is_err());
     }
 
     #[test]

@@ -11,9 +11,16 @@ use sha2::{Digest, Sha256};
 
 use crate::compile::FlagSet;
 use crate::issue::{Issue, ValidationError, parse_json};
-use crate::jcs::to_canonical_string;
+use crate::jcs::{canonical_sha256_of_text, hex, to_canonical_string};
 use crate::model::{Flag, Segment};
 use crate::time::format_rfc3339_millis;
+
+/// The two members read before the digest is checked; the rest is skipped.
+#[derive(Deserialize)]
+struct Header {
+    format: Option<Value>,
+    digest: Option<Value>,
+}
 
 /// The snapshot format this crate writes and reads.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -51,13 +58,7 @@ pub enum SnapshotError {
 /// SHA-256 (lowercase hex) of the canonical JSON of `value`.
 pub fn canonical_sha256(value: &Value) -> String {
     let text = to_canonical_string(value);
-    let hash = Sha256::digest(text.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in hash {
-        out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
-    }
-    out
+    hex(&Sha256::digest(text.as_bytes()))
 }
 
 fn digest_of(mut value: Value) -> String {
@@ -102,15 +103,22 @@ impl Snapshot {
     }
 
     /// Parses a snapshot and checks its format and digest. The content is
-    /// checked when it is compiled.
+    /// checked when it is compiled. The digest is computed from the text
+    /// level by level, without a JSON tree, so that a large snapshot costs
+    /// little more than its typed form.
     pub fn from_json(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
-        let value: Value = parse_json(bytes).map_err(SnapshotError::Parse)?;
-        let Some(map) = value.as_object() else {
-            return Err(SnapshotError::Parse(ValidationError {
-                issues: vec![Issue::new("", "expected a JSON object")],
-            }));
+        let parse_error = |message: String| {
+            SnapshotError::Parse(ValidationError {
+                issues: vec![Issue::new("", message)],
+            })
         };
-        match map.get("format").and_then(Value::as_u64) {
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| parse_error(format!("not UTF-8 text: {e}")))?;
+        let header: Header = serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => parse_error("expected a JSON object".into()),
+            _ => parse_error(e.to_string()),
+        })?;
+        match header.format.as_ref().and_then(Value::as_u64) {
             Some(f) if f == u64::from(SNAPSHOT_FORMAT) => {}
             Some(f) => return Err(SnapshotError::UnsupportedFormat { found: f }),
             None => {
@@ -119,23 +127,44 @@ impl Snapshot {
                 }));
             }
         }
-        let stated = map
-            .get("digest")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let computed = digest_of(value.clone());
+        let stated = match header.digest {
+            Some(Value::String(s)) => s,
+            _ => String::new(),
+        };
+        let computed = canonical_sha256_of_text(text, Some("digest"))
+            .map_err(|e| parse_error(e.to_string()))?;
         if stated != computed {
             return Err(SnapshotError::DigestMismatch { stated, computed });
         }
-        let text = serde_json::to_vec(&value).unwrap_or_default();
-        parse_json(&text).map_err(SnapshotError::Parse)
+        parse_json(bytes).map_err(SnapshotError::Parse)
     }
 
     /// Validates and compiles the content for evaluation.
     pub fn compile(&self) -> Result<FlagSet, SnapshotError> {
         FlagSet::compile(&self.env, self.version, &self.flags, &self.segments)
             .map_err(SnapshotError::Invalid)
+    }
+
+    /// Parses, verifies and compiles in one step, keeping only what an SDK
+    /// needs beside the compiled set: the snapshot's header (its flags and
+    /// segments emptied) and each flag's key with `keep(flag)`. The flags
+    /// are compiled in place, never copied: the least memory for a large
+    /// snapshot.
+    pub fn load_compact<T>(
+        bytes: &[u8],
+        keep: impl Fn(&Flag) -> T,
+    ) -> Result<(Snapshot, Vec<(String, T)>, FlagSet), SnapshotError> {
+        let mut snap = Snapshot::from_json(bytes)?;
+        let kept = snap
+            .flags
+            .iter()
+            .map(|f| (f.key.clone(), keep(f)))
+            .collect();
+        let flags = std::mem::take(&mut snap.flags);
+        let segments = std::mem::take(&mut snap.segments);
+        let set = FlagSet::compile_owned(&snap.env, snap.version, flags, &segments)
+            .map_err(SnapshotError::Invalid)?;
+        Ok((snap, kept, set))
     }
 
     /// Parses, verifies and compiles in one step.

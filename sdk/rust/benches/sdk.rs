@@ -8,8 +8,9 @@
 //!   evaluation benchmark), through `FlagSet::bool_details` and through
 //!   `Client::bool_value` (best of 5 runs of 2,000,000 evaluations each);
 //! - evaluations per second with 1, 2, 4 and 8 threads sharing one client;
-//! - the growth of this process's resident memory when a client loads a
-//!   10,000-flag snapshot (each flag with one targeting rule).
+//! - the resident memory (before, after, peak) of a fresh process whose
+//!   client loads a 10,000-flag snapshot (each flag with one targeting
+//!   rule) that this process wrote.
 
 #[path = "../../core/benches/eval/unleash_translate.rs"]
 mod unleash_translate;
@@ -41,12 +42,13 @@ fn features() -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("features JSON")
 }
 
-fn rss_kib() -> u64 {
+/// A `/proc/self/status` figure in KiB (`VmRSS:`, `VmHWM:`).
+fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))?
+                .find(|l| l.starts_with(field))?
                 .split_whitespace()
                 .nth(1)?
                 .parse()
@@ -71,8 +73,8 @@ fn best_of<F: FnMut() -> Duration>(mut f: F) -> Duration {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    if std::env::var_os("PULSEPLANE_BENCH_RSS_ONLY").is_some() {
-        return rss_only().await;
+    if let Some(path) = std::env::var_os("PULSEPLANE_BENCH_RSS_FILE") {
+        return rss_only(path.into()).await;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (flags, segments) = unleash_translate::translate(&features());
@@ -137,17 +139,20 @@ async fn main() {
     }
 
     drop(client);
-    // The memory figure comes from a fresh process that does nothing else.
+    // The memory figure comes from a fresh process that does nothing else:
+    // this one writes the file, the child only loads it.
+    let (path, bytes) = write_big_file(dir.path());
     let out = std::process::Command::new(std::env::current_exe().expect("bench path"))
-        .env("PULSEPLANE_BENCH_RSS_ONLY", "1")
+        .env("PULSEPLANE_BENCH_RSS_FILE", &path)
         .output()
         .expect("run the memory child");
     print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    println!("  (the snapshot file is {} KB)", bytes / 1000);
 }
 
-/// In a fresh process: RSS before and after a client loads 10,000 flags.
-async fn rss_only() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Writes a snapshot of 10,000 flags with one targeting rule each.
+fn write_big_file(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
     let flags: Vec<Flag> = (0..10_000)
         .map(|i| {
             let mut f: Flag = serde_json::from_value(json!({
@@ -164,22 +169,29 @@ async fn rss_only() {
         })
         .collect();
     let big = Snapshot::new("bench", 1, Some(0), flags, Vec::new());
-    let path = dir.path().join("bootstrap-10000.json");
-    std::fs::write(&path, big.to_json()).expect("write bootstrap");
-    let bytes = big.to_json().len();
-    drop(big);
-    let before = rss_kib();
+    let path = dir.join("bootstrap-10000.json");
+    let json = big.to_json();
+    std::fs::write(&path, &json).expect("write bootstrap");
+    (path, json.len())
+}
+
+/// In a fresh process: RSS before and after a client loads the 10,000
+/// flags in `path`, and the peak.
+async fn rss_only(path: std::path::PathBuf) {
+    let before = rss_kib("VmRSS:");
     let client = Client::builder("bench")
         .bootstrap_file(&path)
         .start()
         .await
         .expect("client");
-    let after = rss_kib();
     black_box(client.bool_value("flag-00001", &Context::new("u"), false));
+    let after = rss_kib("VmRSS:");
+    let peak = rss_kib("VmHWM:");
     println!(
-        "10,000 flags ({} KB snapshot), fresh process: RSS {:.1} MiB with the client loaded ({:.1} MiB before it)",
-        bytes / 1000,
+        "10,000 flags, fresh process: RSS {:.1} MiB with the client loaded ({:.1} MiB before it, {:.1} MiB for the client); peak {:.1} MiB",
         after as f64 / 1024.0,
-        before as f64 / 1024.0
+        before as f64 / 1024.0,
+        after.saturating_sub(before) as f64 / 1024.0,
+        peak as f64 / 1024.0
     );
 }

@@ -47,24 +47,41 @@ pub enum Status {
 pub(crate) struct Loaded {
     pub(crate) set: FlagSet,
     pub(crate) usage: UsageCounters,
-    pub(crate) flags: BTreeMap<String, Flag>,
+    /// Each flag's key and a fingerprint of its content, to tell which
+    /// flags a new snapshot changes (the flags themselves live on only in
+    /// their compiled form).
+    pub(crate) flags: BTreeMap<String, u64>,
     pub(crate) version: u64,
     pub(crate) digest: String,
     pub(crate) source: Source,
 }
 
+/// A snapshot parsed, verified and compiled: what [`Loaded`] is made of.
+pub(crate) struct Parsed {
+    /// The header: its flags and segments live on only in `set`.
+    pub(crate) snapshot: Snapshot,
+    pub(crate) fingerprints: Vec<(String, u64)>,
+    pub(crate) set: FlagSet,
+}
+
+/// Parses, verifies and compiles a snapshot without keeping its flags.
+pub(crate) fn parse_snapshot(bytes: &[u8]) -> Result<Parsed, pulseplane_core::SnapshotError> {
+    let (snapshot, fingerprints, set) = Snapshot::load_compact(bytes, fingerprint)?;
+    Ok(Parsed {
+        snapshot,
+        fingerprints,
+        set,
+    })
+}
+
 impl Loaded {
-    pub(crate) fn new(snapshot: Snapshot, set: FlagSet, source: Source) -> Loaded {
+    pub(crate) fn new(parsed: Parsed, source: Source) -> Loaded {
         Loaded {
-            usage: UsageCounters::new(&set),
-            set,
-            version: snapshot.version,
-            digest: snapshot.digest,
-            flags: snapshot
-                .flags
-                .into_iter()
-                .map(|f| (f.key.clone(), f))
-                .collect(),
+            usage: UsageCounters::new(&parsed.set),
+            set: parsed.set,
+            version: parsed.snapshot.version,
+            digest: parsed.snapshot.digest,
+            flags: parsed.fingerprints.into_iter().collect(),
             source,
         }
     }
@@ -83,6 +100,29 @@ impl Loaded {
             source: Source::Defaults,
         }
     }
+}
+
+/// Hands the memory freed after loading a snapshot (its text, its parsed
+/// flags) back to the system. glibc's allocator keeps freed memory for
+/// reuse, so without this a client that loaded a large snapshot stays at
+/// the size of the load's peak. Called after a new snapshot is installed
+/// (rare), on the thread that loaded it.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the system; it
+    // touches no memory in use and has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// A hash of a flag's content (its JSON form); equal content, equal hash,
+/// within one process.
+fn fingerprint(flag: &Flag) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(flag).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 #[cold]
@@ -161,6 +201,7 @@ impl Inner {
     /// A change notice: version `version` was published. The poller asks
     /// for it at once (with `min_version`); a version the client has
     /// already changes nothing.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn notice(&self, version: u64) {
         self.counters.notices.fetch_add(1, Ordering::Relaxed);
         if version > self.current.load().version {
@@ -263,16 +304,16 @@ pub struct Client {
 
 /// Reads a snapshot file (cache or bootstrap): parsed, digest checked,
 /// compiled, and of the configured environment.
-pub(crate) fn read_snapshot_file(path: &Path, env: &str) -> Result<(Snapshot, FlagSet), String> {
+pub(crate) fn read_snapshot_file(path: &Path, env: &str) -> Result<Parsed, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let (snapshot, set) = Snapshot::load(&bytes).map_err(|e| e.to_string())?;
-    if snapshot.env != env {
+    let parsed = parse_snapshot(&bytes).map_err(|e| e.to_string())?;
+    if parsed.snapshot.env != env {
         return Err(format!(
             "it is of environment {:?}, not {env:?}",
-            snapshot.env
+            parsed.snapshot.env
         ));
     }
-    Ok((snapshot, set))
+    Ok(parsed)
 }
 
 impl Client {
@@ -307,7 +348,7 @@ impl Client {
         });
         // The cache and the bootstrap file: the newer of the two that
         // check out (the cache on a tie).
-        let mut best: Option<(Snapshot, FlagSet, Source)> = None;
+        let mut best: Option<(Parsed, Source)> = None;
         let local = [
             (inner.config.cache_file.clone(), Source::Cache),
             (inner.config.bootstrap_file.clone(), Source::Bootstrap),
@@ -323,12 +364,12 @@ impl Client {
             let env = env.clone();
             let p = path.clone();
             match tokio::task::spawn_blocking(move || read_snapshot_file(&p, &env)).await {
-                Ok(Ok((snapshot, set))) => {
+                Ok(Ok(parsed)) => {
                     if best
                         .as_ref()
-                        .is_none_or(|(b, _, _)| snapshot.version > b.version)
+                        .is_none_or(|(b, _)| parsed.snapshot.version > b.snapshot.version)
                     {
-                        best = Some((snapshot, set, source));
+                        best = Some((parsed, source));
                     }
                 }
                 Ok(Err(e)) => {
@@ -338,8 +379,9 @@ impl Client {
                 Err(e) => warn!(error = %e, "reading a snapshot file failed"),
             }
         }
-        if let Some((snapshot, set, source)) = best {
-            inner.install(Loaded::new(snapshot, set, source));
+        if let Some((parsed, source)) = best {
+            inner.install(Loaded::new(parsed, source));
+            release_freed_memory();
         }
         let http = reqwest::Client::builder()
             .connect_timeout(inner.config.request_timeout)

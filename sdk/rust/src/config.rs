@@ -41,7 +41,9 @@ pub struct Config {
     pub(crate) instance_id: String,
     pub(crate) hooks: Vec<Arc<dyn Hook>>,
     /// Change notices over Redis (feature `redis`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) redis_url: Option<String>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) redis_prefix: String,
 }
 

@@ -20,11 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pulseplane_core::Snapshot;
 use pulseplane_core::usage::UsageReport;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::client::{Inner, Loaded, Source};
+use crate::client::{Inner, Loaded, Source, parse_snapshot};
 
 /// What one poll brought.
 enum Outcome {
@@ -326,7 +325,7 @@ async fn poll_once(
     } else {
         body.to_vec()
     };
-    let (snapshot, set) = match Snapshot::load(&bytes) {
+    let parsed = match parse_snapshot(&bytes) {
         Ok(v) => v,
         Err(e) => {
             inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -334,11 +333,11 @@ async fn poll_once(
             return Outcome::Failed(format!("snapshot rejected: {e}"));
         }
     };
-    if snapshot.env != cfg.environment {
+    if parsed.snapshot.env != cfg.environment {
         inner.counters.rejected.fetch_add(1, Ordering::Relaxed);
-        return Outcome::Failed(format!("snapshot of environment {:?}", snapshot.env));
+        return Outcome::Failed(format!("snapshot of environment {:?}", parsed.snapshot.env));
     }
-    let version = snapshot.version;
+    let version = parsed.snapshot.version;
     // Never go back in version; from local data, a node's snapshot of the
     // same version takes over (it is fresh), and so does an older one once
     // every node has said so (`accept_older`).
@@ -362,7 +361,7 @@ async fn poll_once(
     }
     *etag = new_etag;
     inner.touch();
-    inner.install(Loaded::new(snapshot, set, Source::Node));
+    inner.install(Loaded::new(parsed, Source::Node));
     inner.counters.updated.fetch_add(1, Ordering::Relaxed);
     // The cache is written before readiness is announced, so a ready
     // client always has its snapshot on disk.
@@ -371,8 +370,11 @@ async fn poll_once(
         if let Ok(Err(e)) = written {
             warn!(error = %e, "writing the cache file failed");
         }
+    } else {
+        drop(bytes);
     }
     inner.announce_ready();
+    crate::client::release_freed_memory();
     Outcome::Updated
 }
 
