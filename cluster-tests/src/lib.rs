@@ -679,6 +679,39 @@ impl Cluster {
         assert!(s == 201 || s == 409, "create env: {s} {v}");
     }
 
+    /// Puts draft flag `key` (`body`) in `env` and publishes, through node
+    /// `id`; returns the new environment version, or what went wrong.
+    pub async fn put_and_publish(
+        &self,
+        id: u64,
+        env: &str,
+        key: &str,
+        body: &Value,
+    ) -> Result<u64, String> {
+        let url = self.url(id);
+        let (s, v) = self
+            .client
+            .put(&url, &format!("/v1/environments/{env}/flags/{key}"), body)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !(s == 200 || s == 201) {
+            return Err(format!("put flag {key}: {s} {v}"));
+        }
+        let (s, v) = self
+            .client
+            .post(
+                &url,
+                &format!("/v1/environments/{env}/publish"),
+                &serde_json::json!({}),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        match v["env_version"].as_u64() {
+            Some(version) if s == 200 => Ok(version),
+            _ => Err(format!("publish: {s} {v}")),
+        }
+    }
+
     /// Asserts that node `id` holds every flag in `keys` (drafts), after a
     /// linearizable barrier.
     pub async fn assert_has_flags(&self, id: u64, env: &str, keys: &[String]) {

@@ -122,23 +122,8 @@ async fn startup_with_every_node_down() {
 }
 
 async fn put_publish(c: &Cluster, node: u64, variant: &str) -> u64 {
-    let (s, v) = c
-        .client
-        .put(
-            &c.url(node),
-            "/v1/environments/prod/flags/a",
-            &json!({"kind": "boolean", "default": {"variant": variant}}),
-        )
-        .await
-        .unwrap();
-    assert!(s == 200 || s == 201, "{v}");
-    let (s, v) = c
-        .client
-        .post(&c.url(node), "/v1/environments/prod/publish", &json!({}))
-        .await
-        .unwrap();
-    assert_eq!(s, 200, "{v}");
-    v["env_version"].as_u64().unwrap()
+    let flag = json!({"kind": "boolean", "default": {"variant": variant}});
+    c.put_and_publish(node, "prod", "a", &flag).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

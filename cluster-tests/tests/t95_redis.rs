@@ -102,23 +102,8 @@ async fn flip(c: &Cluster, node: u64, kill: bool) -> (u64, Duration) {
 
 async fn setup(c: &Cluster) -> u64 {
     c.create_env(1, "prod").await;
-    let (s, v) = c
-        .client
-        .put(
-            &c.url(1),
-            "/v1/environments/prod/flags/a",
-            &json!({"kind": "boolean", "default": {"variant": "on"}}),
-        )
-        .await
-        .unwrap();
-    assert!(s == 200 || s == 201, "{v}");
-    let (s, v) = c
-        .client
-        .post(&c.url(1), "/v1/environments/prod/publish", &json!({}))
-        .await
-        .unwrap();
-    assert_eq!(s, 200, "{v}");
-    v["env_version"].as_u64().unwrap()
+    let flag = json!({"kind": "boolean", "default": {"variant": "on"}});
+    c.put_and_publish(1, "prod", "a", &flag).await.unwrap()
 }
 
 /// A client that polls once a minute: within a test, only a notice brings

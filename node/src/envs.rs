@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -94,6 +95,9 @@ pub struct EnvActor {
     /// environment is deleted.
     current: watch::Sender<Option<Arc<Published>>>,
     fleet: Mutex<Fleet>,
+    /// Snapshot polls answered: [200, 304] plain, then [200, 304] that
+    /// asked to wait (long-polls).
+    polls: [AtomicU64; 4],
 }
 
 /// The instances seen, and when expired ones were last swept out.
@@ -114,6 +118,23 @@ impl EnvActor {
     /// A waiter: woken on every new snapshot.
     pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Published>>> {
         self.current.subscribe()
+    }
+
+    /// Counts one answered snapshot poll.
+    pub fn count_poll(&self, not_modified: bool, long_poll: bool) {
+        let i = usize::from(not_modified) + 2 * usize::from(long_poll);
+        self.polls[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Snapshot polls answered so far: `(status, long_poll, count)`.
+    pub fn polls(&self) -> [(u16, bool, u64); 4] {
+        let n = |i: usize| self.polls[i].load(Ordering::Relaxed);
+        [
+            (200, false, n(0)),
+            (304, false, n(1)),
+            (200, true, n(2)),
+            (304, true, n(3)),
+        ]
     }
 
     /// Requests waiting on this environment (long-polls).
@@ -332,6 +353,7 @@ async fn dispatch(envs: Arc<Envs>, sm: StateMachineStore, stop: CancellationToke
                             seen: HashMap::new(),
                             swept: Instant::now(),
                         }),
+                        polls: Default::default(),
                     });
                     tokio::spawn(run_actor(
                         key.clone(),

@@ -4,13 +4,164 @@
 //! node can read at scrape time (Raft's term and indexes, environment
 //! versions) are read then, so they cost nothing between scrapes.
 
+use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 /// Counters and gauges kept by the node's components.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub redis: RedisMetrics,
+    pub api: ApiMetrics,
+    /// Times this node saw the leader change (including to none).
+    pub leader_changes: AtomicU64,
+}
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+/// A Prometheus histogram of durations.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative); the last is +Inf.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The `_bucket`, `_sum` and `_count` lines, with `labels` (may be
+    /// empty) in front of `le`.
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut total = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            total += c.load(Ordering::Relaxed);
+            let le = BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {total}");
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        if labels.is_empty() {
+            let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {total}");
+        } else {
+            let _ = writeln!(
+                out,
+                "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {total}"
+            );
+        }
+    }
+}
+
+/// Requests and their latency by route (the path template, such as
+/// `/v1/environments/{env}/flags/{key}`), method and status.
+#[derive(Debug, Default)]
+pub struct ApiMetrics {
+    /// route → (method, stats); looked up without allocating.
+    routes: RwLock<HashMap<String, Vec<(String, RouteStats)>>>,
+}
+
+#[derive(Debug, Default)]
+struct RouteStats {
+    latency: Histogram,
+    /// By status code, 100 to 599.
+    statuses: RouteStatuses,
+}
+
+#[derive(Debug)]
+struct RouteStatuses([AtomicU64; 500]);
+
+impl Default for RouteStatuses {
+    fn default() -> Self {
+        RouteStatuses(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl ApiMetrics {
+    /// Counts one answered request.
+    pub fn observe(&self, route: &str, method: &str, status: u16, took: Duration) {
+        let count = |stats: &RouteStats| {
+            stats.latency.observe(took);
+            if let Some(c) = status
+                .checked_sub(100)
+                .and_then(|i| stats.statuses.0.get(usize::from(i)))
+            {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        {
+            let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, stats)) = routes
+                .get(route)
+                .and_then(|ms| ms.iter().find(|(m, _)| m == method))
+            {
+                count(stats);
+                return;
+            }
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let methods = routes.entry(route.to_owned()).or_default();
+        if !methods.iter().any(|(m, _)| m == method) {
+            methods.push((method.to_owned(), RouteStats::default()));
+        }
+        if let Some((_, stats)) = methods.iter().find(|(m, _)| m == method) {
+            count(stats);
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<(&str, &str, &RouteStats)> = routes
+            .iter()
+            .flat_map(|(r, ms)| ms.iter().map(move |(m, s)| (r.as_str(), m.as_str(), s)))
+            .collect();
+        all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        out.push_str("# HELP pulseplane_http_requests_total Answered requests by route, method and status.\n");
+        out.push_str("# TYPE pulseplane_http_requests_total counter\n");
+        for (route, method, stats) in &all {
+            for (i, c) in stats.statuses.0.iter().enumerate() {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "pulseplane_http_requests_total{{route=\"{}\",method=\"{}\",status=\"{}\"}} {n}",
+                        label_value(route),
+                        label_value(method),
+                        i + 100
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP pulseplane_http_request_duration_seconds Time to answer, by route and method (long-polls include their wait).\n");
+        out.push_str("# TYPE pulseplane_http_request_duration_seconds histogram\n");
+        for (route, method, stats) in &all {
+            let labels = format!(
+                "route=\"{}\",method=\"{}\"",
+                label_value(route),
+                label_value(method)
+            );
+            stats
+                .latency
+                .render("pulseplane_http_request_duration_seconds", &labels, out);
+        }
+    }
 }
 
 /// The Redis change-notice publisher.
@@ -123,9 +274,16 @@ impl Metrics {
                 "Change notices waiting to be published.",
                 get(&r.queued),
             ),
+            Sample::labelled(
+                "pulseplane_raft_leader_changes_total",
+                "Times this node saw the leader change (to another node or to none).",
+                "counter",
+                vec![(String::new(), get(&self.leader_changes))],
+            ),
         ];
         all.extend_from_slice(samples);
-        let mut out = String::with_capacity(4096);
+        let mut out = String::with_capacity(16 * 1024);
+        self.api.render(&mut out);
         for s in &all {
             let _ = writeln!(out, "# HELP {} {}", s.name, s.help);
             let _ = writeln!(out, "# TYPE {} {}", s.name, s.kind);
@@ -158,5 +316,28 @@ mod tests {
         assert!(text.contains("pulseplane_redis_notices_total{outcome=\"sent\"} 3\n"));
         assert!(text.contains("# TYPE pulseplane_redis_connected gauge\n"));
         assert!(text.contains("pulseplane_environment_version{env=\"a\\\"b\"} 7\n"));
+    }
+
+    #[test]
+    fn requests_are_counted_by_route_and_status_with_latency() {
+        let m = Metrics::default();
+        let route = "/v1/environments/{env}";
+        m.api.observe(route, "GET", 200, Duration::from_millis(3));
+        m.api.observe(route, "GET", 200, Duration::from_secs(100));
+        m.api.observe(route, "GET", 404, Duration::from_micros(100));
+        m.api.observe(route, "GET", 42, Duration::ZERO);
+        let text = m.render(&[]);
+        assert!(text.contains(
+            "pulseplane_http_requests_total{route=\"/v1/environments/{env}\",method=\"GET\",status=\"200\"} 2\n"
+        ));
+        assert!(text.contains("status=\"404\"} 1\n"));
+        let base = "pulseplane_http_request_duration_seconds_bucket{route=\"/v1/environments/{env}\",method=\"GET\",";
+        assert!(
+            text.contains(&format!("{base}le=\"0.0005\"}} 2\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{base}le=\"0.005\"}} 3\n")));
+        assert!(text.contains(&format!("{base}le=\"+Inf\"}} 4\n")));
+        assert!(text.contains("pulseplane_http_request_duration_seconds_count{route=\"/v1/environments/{env}\",method=\"GET\"} 4\n"));
     }
 }

@@ -154,13 +154,38 @@ impl Node {
         let mut versions = Vec::new();
         let mut waiters = Vec::new();
         let mut instances = Vec::new();
+        let mut converged = Vec::new();
+        let mut polls = Vec::new();
         for (env, actor) in self.envs.actors() {
             let label = format!("env=\"{}\"", label_value(&env));
             let fleet = actor.fleet();
             versions.push((label.clone(), fleet.version as f64));
             waiters.push((label.clone(), actor.waiters() as f64));
+            converged.push((label.clone(), fleet.converged as f64));
+            for (status, long_poll, n) in actor.polls() {
+                polls.push((
+                    format!("{label},status=\"{status}\",long_poll=\"{long_poll}\""),
+                    n as f64,
+                ));
+            }
             instances.push((label, fleet.instances as f64));
         }
+        let (snapshots_built, snapshots_installed) = self.sm.snapshot_counts();
+        let lag: Vec<(String, f64)> = {
+            let m = self.raft.metrics().borrow().clone();
+            let last = m.last_log_index.unwrap_or(0);
+            m.replication
+                .map(|r| {
+                    r.iter()
+                        .filter(|(id, _)| **id != self.id)
+                        .map(|(id, matched)| {
+                            let at = matched.map_or(0, |l| l.index);
+                            (format!("follower=\"{id}\""), last.saturating_sub(at) as f64)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         vec![
             Sample::gauge(
                 "pulseplane_raft_term",
@@ -199,6 +224,33 @@ impl Node {
                 "SDK instances that polled this node in the fleet window, by environment.",
                 "gauge",
                 instances,
+            ),
+            Sample::labelled(
+                "pulseplane_sdk_instances_converged",
+                "Of those, the instances that have the version this node serves.",
+                "gauge",
+                converged,
+            ),
+            Sample::labelled(
+                "pulseplane_snapshot_polls_total",
+                "SDK snapshot polls answered, by environment, status (200 or 304) and whether they asked to wait (long-poll).",
+                "counter",
+                polls,
+            ),
+            Sample::labelled(
+                "pulseplane_raft_replication_lag_entries",
+                "On the leader: log entries each follower is behind.",
+                "gauge",
+                lag,
+            ),
+            Sample::labelled(
+                "pulseplane_raft_snapshots_total",
+                "Raft snapshots built here, or installed from the leader, since start.",
+                "counter",
+                vec![
+                    ("kind=\"built\"".into(), snapshots_built as f64),
+                    ("kind=\"installed\"".into(), snapshots_installed as f64),
+                ],
             ),
         ]
     }
@@ -395,6 +447,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     });
     raft::form_cluster(&raft, &cfg).await?;
     let dispatcher = crate::envs::start(node.envs.clone(), node.sm.clone(), tasks.clone());
+    let leaders = tokio::spawn(count_leader_changes(node.clone(), tasks.clone()));
     let compactor = tokio::spawn(snapshot_by_commands(
         node.clone(),
         cfg.snapshot_commands,
@@ -421,6 +474,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let _ = batcher.await;
     let _ = compactor.await;
     let _ = dispatcher.await;
+    let _ = leaders.await;
     if let Some(task) = notifier_task {
         let _ = task.await;
     }
@@ -435,6 +489,25 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     }
     info!("stopped");
     Ok(())
+}
+
+/// Counts the leader changes this node sees, for `/metrics`.
+async fn count_leader_changes(node: Arc<Node>, cancel: CancellationToken) {
+    let mut rx = node.raft.metrics();
+    let mut leader = rx.borrow_and_update().current_leader;
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            () = cancel.cancelled() => return,
+        }
+        let now = rx.borrow_and_update().current_leader;
+        if now != leader {
+            leader = now;
+            node.metrics
+                .leader_changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// A token bucket: `rate` per second, bursts of twice that.

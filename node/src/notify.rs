@@ -117,15 +117,20 @@ impl Notifier {
 
     /// Queues a notice; never waits. A full queue drops it (counted).
     pub fn notify(&self, notice: Notice) {
+        // Counted before the send, so the publisher never takes one off
+        // before it is on.
+        let m = &self.metrics.redis;
+        m.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(notice) {
-            Ok(()) => {
-                self.metrics.redis.queued.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(n)) => {
-                self.metrics.redis.dropped.fetch_add(1, Ordering::Relaxed);
+                m.queued.fetch_sub(1, Ordering::Relaxed);
+                m.dropped.fetch_add(1, Ordering::Relaxed);
                 debug!(env = %n.env, version = n.version, "notice queue full; notice dropped");
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                m.queued.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }

@@ -146,6 +146,7 @@ pub struct StateMachineStore {
     snapshot_io: Arc<tokio::sync::Mutex<()>>,
     applied: Arc<RwLock<Applied>>,
     snapshots_built: Arc<Mutex<u64>>,
+    snapshots_installed: Arc<AtomicU64>,
     applied_index: watch::Sender<u64>,
     snapshot_bytes: Arc<AtomicU64>,
     /// Commands applied since the last snapshot: what a restart would
@@ -241,6 +242,7 @@ impl StateMachineStore {
             snapshot_io: Arc::new(tokio::sync::Mutex::new(())),
             applied: Arc::new(RwLock::new(applied)),
             snapshots_built: Arc::new(Mutex::new(0)),
+            snapshots_installed: Arc::new(AtomicU64::new(0)),
             applied_index: watch::Sender::new(index),
             snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
             since_snapshot: Arc::new(AtomicU64::new(replayed_commands)),
@@ -305,6 +307,16 @@ impl StateMachineStore {
     /// about what a restart would replay.
     pub fn commands_since_snapshot(&self) -> u64 {
         self.since_snapshot.load(Ordering::Relaxed)
+    }
+
+    /// Snapshots built by this store and installed from a leader since it
+    /// was opened.
+    pub fn snapshot_counts(&self) -> (u64, u64) {
+        let built = *self
+            .snapshots_built
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        (built, self.snapshots_installed.load(Ordering::Relaxed))
     }
 
     /// Size of the current snapshot's data in bytes (0 when there is none).
@@ -505,6 +517,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.snapshot_bytes
             .store(data.len() as u64, Ordering::Relaxed);
         self.publish_index(&applied);
+        self.snapshots_installed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(snapshot = %meta.snapshot_id, bytes = data.len(), "snapshot installed");
         Ok(())
     }

@@ -238,26 +238,9 @@ async fn main() -> ExitCode {
     let flag = format!("--redis-url={}", redis.url());
     let c = Cluster::start_with(3, &[&flag]).await;
     c.create_env(1, "prod").await;
-    let (s, v) = c
-        .client
-        .put(
-            &c.url(1),
-            "/v1/environments/prod/flags/a",
-            &json!({"kind": "boolean", "default": {"variant": "on"}}),
-        )
-        .await
-        .unwrap_or((0, json!(null)));
-    if !(s == 200 || s == 201) {
-        eprintln!("bench-propagation: creating the flag: {s} {v}");
-        return ExitCode::FAILURE;
-    }
-    let (s, v) = c
-        .client
-        .post(&c.url(1), "/v1/environments/prod/publish", &json!({}))
-        .await
-        .unwrap_or((0, json!(null)));
-    if s != 200 {
-        eprintln!("bench-propagation: publishing: {s} {v}");
+    let flag_a = json!({"kind": "boolean", "default": {"variant": "on"}});
+    if let Err(e) = c.put_and_publish(1, "prod", "a", &flag_a).await {
+        eprintln!("bench-propagation: {e}");
         return ExitCode::FAILURE;
     }
     println!(

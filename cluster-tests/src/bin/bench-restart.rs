@@ -10,7 +10,7 @@
 //!
 //!   cargo build --release -p pulseplane-node -p pulseplane-cluster-tests
 //!   PULSEPLANE_NODE_BIN=target/release/pulseplane-node \
-//!     target/release/bench-restart [flags]
+//!   target/release/bench-restart [flags]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

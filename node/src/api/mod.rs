@@ -33,7 +33,7 @@ pub mod versions;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -62,7 +62,28 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(node.max_body_bytes))
         .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn_with_state(node.clone(), count_requests))
         .with_state(node)
+}
+
+/// Counts every answered request by route template, method and status,
+/// with its latency (`/metrics`).
+async fn count_requests(
+    axum::extract::State(node): axum::extract::State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
+    let response = next.run(req).await;
+    node.metrics.api.observe(
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// Gives the framework's own plain-text rejections (a body over the limit,

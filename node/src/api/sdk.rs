@@ -320,6 +320,10 @@ pub(crate) async fn snapshot(
         actor.saw_instance(i, have.unwrap_or(0));
     }
     let (p, not_modified) = serve_snapshot(&node, &env, &q, headers).await?;
+    if let Some(actor) = node.envs.get(&env) {
+        let long_poll = q.wait.is_some();
+        actor.count_poll(not_modified, long_poll);
+    }
     Ok(snapshot_response(&node, &p, headers, not_modified))
 }
 

@@ -15,6 +15,11 @@ use crate::jcs::{canonical_sha256_of_text, hex, to_canonical_string};
 use crate::model::{Flag, Segment};
 use crate::time::format_rfc3339_millis;
 
+/// What [`Snapshot::load_compact`] keeps: the header (flags and segments
+/// emptied), each flag's key with what the caller kept of it, and the
+/// compiled set.
+pub type Compact<T> = (Snapshot, Vec<(String, T)>, FlagSet);
+
 /// The two members read before the digest is checked; the rest is skipped.
 #[derive(Deserialize)]
 struct Header {
@@ -153,7 +158,7 @@ impl Snapshot {
     pub fn load_compact<T>(
         bytes: &[u8],
         keep: impl Fn(&Flag) -> T,
-    ) -> Result<(Snapshot, Vec<(String, T)>, FlagSet), SnapshotError> {
+    ) -> Result<Compact<T>, SnapshotError> {
         let mut snap = Snapshot::from_json(bytes)?;
         let kept = snap
             .flags

@@ -1,0 +1,71 @@
+//! `/metrics` on real nodes.
+//!
+//! Invariants:
+//! - every node serves the Prometheus text without a token;
+//! - API requests are counted by route template, method and status, with a
+//!   latency histogram whose count matches;
+//! - snapshot polls are split by status and long-poll;
+//! - the leader reports each follower's replication lag, every node its
+//!   term, applied index, leader changes and environment versions.
+
+use std::time::Duration;
+
+use pulseplane_cluster_tests::{Cluster, wait_until};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_cover_requests_polls_and_raft() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader(Duration::from_secs(10)).await;
+    c.create_env(1, "prod").await;
+    let flag = json!({"kind": "boolean"});
+    let v = c.put_and_publish(1, "prod", "a", &flag).await.unwrap();
+    let snapshot = format!("/v1/sdk/environments/prod/snapshot?min_version={v}&wait=5s");
+    let (s, _) = c.client.get(&c.url(1), &snapshot).await.unwrap();
+    assert_eq!(s, 200);
+    let (s, _) = c
+        .client
+        .get(&c.url(1), "/v1/environments/nope/flags/x")
+        .await
+        .unwrap();
+    assert_eq!(s, 404);
+
+    let (status, text) = c
+        .client
+        .raw_get(&format!("{}/metrics", c.url(1)))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    for line in [
+        "pulseplane_http_requests_total{route=\"/v1/environments/{env}/flags/{key}\",method=\"PUT\",status=\"201\"} 1",
+        "pulseplane_http_requests_total{route=\"/v1/environments/{env}/flags/{key}\",method=\"GET\",status=\"404\"} 1",
+        "pulseplane_http_request_duration_seconds_count{route=\"/v1/environments/{env}/publish\",method=\"POST\"} 1",
+        "pulseplane_snapshot_polls_total{env=\"prod\",status=\"200\",long_poll=\"true\"} 1",
+        "pulseplane_snapshot_polls_total{env=\"prod\",status=\"304\",long_poll=\"false\"} 0",
+        "pulseplane_redis_connected 0",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(text.contains(&format!(
+        "pulseplane_environment_version{{env=\"prod\"}} {v}"
+    )));
+    let leader_changes = c
+        .metric(1, "pulseplane_raft_leader_changes_total")
+        .await
+        .unwrap();
+    assert!(leader_changes >= 1.0, "{leader_changes}");
+    assert!(c.metric(1, "pulseplane_raft_applied_index").await.unwrap() > 0.0);
+
+    // The leader knows how far behind each follower is.
+    for follower in (1..=3).filter(|id| *id != leader) {
+        let series = format!("pulseplane_raft_replication_lag_entries{{follower=\"{follower}\"}}");
+        wait_until(Duration::from_secs(10), "followers caught up", || async {
+            (c.metric(leader, &series).await? == 0.0).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(
+        c.metric(leader, "pulseplane_raft_is_leader").await,
+        Some(1.0)
+    );
+}
