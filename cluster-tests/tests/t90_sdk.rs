@@ -287,6 +287,33 @@ async fn a_kill_switch_arrives_before_the_next_poll() {
     );
     let d = client.bool_details("a", &ctx, true);
     assert_eq!(d.reason, Reason::Disabled);
+    // The fleet view, asked of a node the client does not poll, shows it on
+    // the latest version (the next poll reports the version it holds).
+    let id = client.instance_id().to_owned();
+    let status = wait_until(
+        Duration::from_secs(10),
+        "the instance on the latest version",
+        || async {
+            let (s, v) = c
+                .client
+                .get(&c.url(1), "/v1/environments/prod/sdk-status")
+                .await
+                .ok()?;
+            assert_eq!(s, 200, "{v}");
+            let item = v["items"]
+                .as_array()?
+                .iter()
+                .find(|i| i["instance"] == id.as_str())?
+                .clone();
+            (item["on_latest"] == true && v["converged"] == 1).then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(status["nodes_answered"], json!([1, 2, 3]));
+    assert_eq!(status["instances"], 1);
+    let item = &status["items"][0];
+    assert!(item["node"] == 2 || item["node"] == 3, "{status}");
+    assert!(item["last_seen"].as_str().is_some_and(|t| t.ends_with('Z')));
     // Listeners run right after the swap.
     wait_until(Duration::from_secs(5), "the change listener", || async {
         (!seen.lock().unwrap().is_empty()).then_some(())

@@ -163,6 +163,23 @@ impl EnvActor {
         }
     }
 
+    /// The live instances that polled this node: id, version held, and
+    /// milliseconds since the last poll.
+    pub fn instances(&self) -> Vec<InstanceSeen> {
+        let now = Instant::now();
+        let fleet = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
+        fleet
+            .seen
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.at) < FLEET_WINDOW)
+            .map(|(id, s)| InstanceSeen {
+                instance: id.clone(),
+                version: s.version,
+                ago_ms: u64::try_from(now.duration_since(s.at).as_millis()).unwrap_or(u64::MAX),
+            })
+            .collect()
+    }
+
     /// The live instances that polled this node, by the version they have.
     pub fn fleet(&self) -> FleetReport {
         let now = Instant::now();
@@ -186,6 +203,15 @@ impl EnvActor {
             window_seconds: FLEET_WINDOW.as_secs(),
         }
     }
+}
+
+/// One SDK instance as one node last saw it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct InstanceSeen {
+    pub instance: String,
+    pub version: u64,
+    /// Milliseconds since its last poll.
+    pub ago_ms: u64,
 }
 
 /// Which versions the SDK instances polling this node have.

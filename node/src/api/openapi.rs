@@ -42,6 +42,7 @@ use crate::api::{admin, environments, flags, health, publish, sdk, segments, ver
         sdk::snapshot,
         sdk::export,
         sdk::fleet,
+        sdk::sdk_status,
         sdk::evaluate,
         admin::cluster,
         admin::this_node,

@@ -4,6 +4,7 @@
 //! - `GET /v1/sdk/environments/{env}/snapshot[?min_version=N&wait=30s]`
 //! - `GET /v1/environments/{env}/export`
 //! - `GET /v1/environments/{env}/fleet`
+//! - `GET /v1/environments/{env}/sdk-status`
 //! - `POST /v1/environments/{env}/evaluate`
 //!
 //! Snapshots come from the environment's actor (see `crate::envs`): a
@@ -28,10 +29,13 @@ use tokio::time::Instant;
 use crate::api::ApiError;
 use crate::api::common::Query;
 use crate::api::common::{APPLIED_INDEX_HEADER, parse_body, read_barrier, read_response};
+use crate::api::common::{PageQuery, paginate};
 use crate::api::error::ErrorBody;
-use crate::envs::{EnvActor, Published};
+use crate::envs::{EnvActor, InstanceSeen, Published};
 use crate::node::Node;
+use crate::raft::server::PATH_FLEET;
 use pulseplane_core::Snapshot;
+use pulseplane_core::time::format_rfc3339_millis;
 
 pub const VERSION_HEADER: &str = "x-pulseplane-version";
 pub const NODE_HEADER: &str = "x-pulseplane-node";
@@ -46,6 +50,7 @@ pub fn router() -> Router<Arc<Node>> {
         .route("/v1/sdk/environments/{env}/snapshot", get(snapshot))
         .route("/v1/environments/{env}/export", get(export))
         .route("/v1/environments/{env}/fleet", get(fleet))
+        .route("/v1/environments/{env}/sdk-status", get(sdk_status))
         .route("/v1/environments/{env}/evaluate", post(evaluate))
 }
 
@@ -389,6 +394,160 @@ pub(crate) async fn fleet(
         report: actor.fleet(),
     };
     Ok(read_response(node.sm.applied_index(), &body))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/environments/{env}/sdk-status",
+    tag = "distribution",
+    summary = "Every SDK instance across the cluster: last seen, version held, on the latest or not",
+    params(
+        ("env" = String, Path, description = "Environment key", pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"),
+        PageQuery
+    ),
+    responses(
+        (status = 200, description = "The instances, by id", body = SdkStatus),
+        (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn sdk_status(
+    State(node): State<Arc<Node>>,
+    Path(env): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, ApiError> {
+    q.limit()?;
+    read_barrier(&node, None).await?;
+    let actor = node.envs.get(&env).ok_or_else(|| not_found(&env))?;
+    let mut views: Vec<(u64, u64, Vec<InstanceSeen>)> = vec![(
+        node.id,
+        actor.current().map_or(0, |p| p.version),
+        actor.instances(),
+    )];
+    drop(actor);
+    // Every other member's view, asked at once; a node that does not answer
+    // in time is listed as unreachable.
+    let members: Vec<(u64, String)> = {
+        let m = node.raft.metrics().borrow().membership_config.clone();
+        m.membership()
+            .nodes()
+            .filter(|(id, _)| **id != node.id)
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    for (id, address) in members {
+        let (node, env) = (node.clone(), env.clone());
+        asks.spawn(async move {
+            let view = node
+                .peers
+                .call::<_, (u64, Vec<InstanceSeen>)>(
+                    &address,
+                    id,
+                    PATH_FLEET,
+                    &env,
+                    FLEET_ASK_TIMEOUT,
+                )
+                .await;
+            (id, view.ok())
+        });
+    }
+    let mut unreachable = Vec::new();
+    while let Some(joined) = asks.join_next().await {
+        match joined {
+            Ok((id, Some((version, seen)))) => views.push((id, version, seen)),
+            Ok((id, None)) => unreachable.push(id),
+            Err(_) => {}
+        }
+    }
+    unreachable.sort_unstable();
+    let latest = views.iter().map(|v| v.1).max().unwrap_or(0);
+    let mut answered: Vec<u64> = views.iter().map(|v| v.0).collect();
+    answered.sort_unstable();
+    // Each instance as last seen by any node.
+    let mut by_id: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
+    for (node_id, _, seen) in views {
+        for s in seen {
+            let slot = by_id
+                .entry(s.instance)
+                .or_insert((s.version, s.ago_ms, node_id));
+            if s.ago_ms < slot.1 {
+                *slot = (s.version, s.ago_ms, node_id);
+            }
+        }
+    }
+    let total = by_id.len();
+    let converged = by_id.values().filter(|v| v.0 >= latest).count();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let page = paginate(
+        by_id.iter().map(|(id, (version, ago, seen_by))| {
+            (
+                id,
+                SdkInstance {
+                    instance: id.clone(),
+                    version: *version,
+                    on_latest: *version >= latest,
+                    last_seen: format_rfc3339_millis(
+                        now_ms.saturating_sub(i64::try_from(*ago).unwrap_or(i64::MAX)),
+                    ),
+                    seconds_ago: *ago as f64 / 1000.0,
+                    node: *seen_by,
+                },
+            )
+        }),
+        &q,
+    )?;
+    let body = SdkStatus {
+        env,
+        version: latest,
+        instances: total,
+        converged,
+        nodes_answered: answered,
+        nodes_unreachable: unreachable,
+        window_seconds: crate::envs::FLEET_WINDOW.as_secs(),
+        items: page.items,
+        next_cursor: page.next_cursor,
+    };
+    Ok(read_response(node.sm.applied_index(), &body))
+}
+
+/// How long `sdk-status` waits for each other node's view.
+const FLEET_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The SDK instances of an environment across the cluster.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SdkStatus {
+    env: String,
+    /// The newest version any answering node serves.
+    version: u64,
+    /// Instances seen by any node within the window.
+    instances: usize,
+    /// Of those, how many hold `version` or newer.
+    converged: usize,
+    nodes_answered: Vec<u64>,
+    /// Members that did not answer in time: instances polling only them
+    /// are missing.
+    nodes_unreachable: Vec<u64>,
+    window_seconds: u64,
+    /// This page, by instance id.
+    items: Vec<SdkInstance>,
+    next_cursor: Option<String>,
+}
+
+/// One SDK instance, as last seen by any node.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct SdkInstance {
+    instance: String,
+    /// The version it said it holds.
+    version: u64,
+    on_latest: bool,
+    /// RFC 3339 time of its last poll.
+    last_seen: String,
+    seconds_ago: f64,
+    /// The node it last polled.
+    node: u64,
 }
 
 /// The fleet report of one node.

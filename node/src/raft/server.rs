@@ -27,6 +27,8 @@ use crate::write::{PATH_PROPOSE, WriteError};
 pub const PATH_READ_INDEX: &str = "/raft/read-index";
 pub const PATH_STATUS: &str = "/raft/status";
 pub const PATH_ADMIN: &str = "/raft/admin";
+/// The SDK instances that polled this node for an environment.
+pub const PATH_FLEET: &str = "/raft/fleet";
 
 /// A node's own view of itself, for status probes.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -60,6 +62,7 @@ pub fn router(node: Arc<Node>, body_limit: usize) -> Router {
         .route(PATH_READ_INDEX, post(read_index))
         .route(PATH_STATUS, post(status))
         .route(PATH_ADMIN, post(admin))
+        .route(PATH_FLEET, post(fleet))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(node.clone(), authenticate))
         .with_state(node)
@@ -172,6 +175,20 @@ async fn read_index(State(node): State<Arc<Node>>) -> Response {
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
     encode(&node.local_status())
+}
+
+/// This node's view of an environment's SDK instances: its published
+/// version and the instances (empty for an environment it does not know).
+async fn fleet(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let env: String = match decode(&body) {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    let view: (u64, Vec<crate::envs::InstanceSeen>) = match node.envs.get(&env) {
+        Some(actor) => (actor.current().map_or(0, |p| p.version), actor.instances()),
+        None => (0, Vec::new()),
+    };
+    encode(&view)
 }
 
 async fn admin(State(node): State<Arc<Node>>, body: Bytes) -> Response {

@@ -441,6 +441,11 @@ impl Client {
         self.inner.current.load().version
     }
 
+    /// The id this client sends as `X-Pulseplane-Instance`.
+    pub fn instance_id(&self) -> &str {
+        &self.inner.config.instance_id
+    }
+
     /// The digest of the snapshot in force (empty with no data).
     pub fn digest(&self) -> String {
         self.inner.current.load().digest.clone()
