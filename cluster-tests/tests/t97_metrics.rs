@@ -6,7 +6,8 @@
 //!   latency histogram whose count matches;
 //! - snapshot polls are split by status and long-poll;
 //! - the leader reports each follower's replication lag, every node its
-//!   term, applied index, leader changes and environment versions.
+//!   term, applied index, leader changes, environment versions, and its
+//!   log's append and fsync latency.
 
 use std::time::Duration;
 
@@ -55,6 +56,13 @@ async fn metrics_cover_requests_polls_and_raft() {
         .unwrap();
     assert!(leader_changes >= 1.0, "{leader_changes}");
     assert!(c.metric(1, "pulseplane_raft_applied_index").await.unwrap() > 0.0);
+    for series in [
+        "pulseplane_raft_fsync_duration_seconds_count",
+        "pulseplane_raft_append_duration_seconds_count",
+    ] {
+        let n = c.metric(1, series).await.unwrap();
+        assert!(n >= 1.0, "{series} {n}");
+    }
 
     // The leader knows how far behind each follower is.
     for follower in (1..=3).filter(|id| *id != leader) {

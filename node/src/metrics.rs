@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+
+pub use pulseplane_raft_store::metrics::{Histogram, LogMetrics};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -15,58 +17,30 @@ use std::time::Duration;
 pub struct Metrics {
     pub redis: RedisMetrics,
     pub api: ApiMetrics,
+    /// The Raft log's WAL sync and append latencies.
+    pub log: Arc<LogMetrics>,
     /// Times this node saw the leader change (including to none).
     pub leader_changes: AtomicU64,
 }
 
-/// Upper bounds (seconds) of the latency histogram buckets.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
-];
-
-/// A Prometheus histogram of durations.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Per bucket (not cumulative); the last is +Inf.
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(
-            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+/// Renders `h` as the `_bucket`, `_sum` and `_count` lines of `name`, with
+/// `labels` (may be empty) in front of `le`.
+fn render_histogram(h: &Histogram, name: &str, labels: &str, out: &mut String) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    let mut total = 0;
+    for (le, n) in h.cumulative() {
+        total = n;
+        let le = le.map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
     }
-
-    /// The `_bucket`, `_sum` and `_count` lines, with `labels` (may be
-    /// empty) in front of `le`.
-    fn render(&self, name: &str, labels: &str, out: &mut String) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        let mut total = 0u64;
-        for (i, c) in self.counts.iter().enumerate() {
-            total += c.load(Ordering::Relaxed);
-            let le = BUCKETS
-                .get(i)
-                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {total}");
-        }
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        if labels.is_empty() {
-            let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {total}");
-        } else {
-            let _ = writeln!(
-                out,
-                "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {total}"
-            );
-        }
+    let sum = h.sum_seconds();
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {total}");
+    } else {
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {sum}\n{name}_count{{{labels}}} {total}"
+        );
     }
 }
 
@@ -157,9 +131,12 @@ impl ApiMetrics {
                 label_value(route),
                 label_value(method)
             );
-            stats
-                .latency
-                .render("pulseplane_http_request_duration_seconds", &labels, out);
+            render_histogram(
+                &stats.latency,
+                "pulseplane_http_request_duration_seconds",
+                &labels,
+                out,
+            );
         }
     }
 }
@@ -284,6 +261,22 @@ impl Metrics {
         all.extend_from_slice(samples);
         let mut out = String::with_capacity(16 * 1024);
         self.api.render(&mut out);
+        out.push_str("# HELP pulseplane_raft_fsync_duration_seconds One sync of the Raft log's WAL (it may cover many appends).\n");
+        out.push_str("# TYPE pulseplane_raft_fsync_duration_seconds histogram\n");
+        render_histogram(
+            &self.log.fsync,
+            "pulseplane_raft_fsync_duration_seconds",
+            "",
+            &mut out,
+        );
+        out.push_str("# HELP pulseplane_raft_append_duration_seconds One Raft log append, from the call until it is synced.\n");
+        out.push_str("# TYPE pulseplane_raft_append_duration_seconds histogram\n");
+        render_histogram(
+            &self.log.append,
+            "pulseplane_raft_append_duration_seconds",
+            "",
+            &mut out,
+        );
         for s in &all {
             let _ = writeln!(out, "# HELP {} {}", s.name, s.help);
             let _ = writeln!(out, "# TYPE {} {}", s.name, s.kind);

@@ -408,10 +408,14 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
             source,
         })?;
     let (log, sm) = pulseplane_raft_store::open(&dir.raft_path())?;
+    let log_metrics = log.metrics();
     let peers = PeerClient::new(cluster_secret.clone());
     let raft = raft::start(&cfg, log, sm.clone(), peers.clone()).await?;
     let tasks = CancellationToken::new();
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics {
+        log: log_metrics,
+        ..Metrics::default()
+    });
     let (notifier, notifier_task) = match &cfg.redis {
         Some(r) => {
             let (n, task) =

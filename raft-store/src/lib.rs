@@ -19,11 +19,13 @@
 //! - `db`: opening the database and its column families
 //! - `log_store`: [`LogStore`], the `RaftLogStorage` implementation
 //! - `state_machine`: [`StateMachineStore`], the `RaftStateMachine` implementation
+//! - `metrics`: latency histograms (WAL sync, append)
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod config;
 pub mod db;
 pub mod log_store;
+pub mod metrics;
 pub mod state_machine;
 
 pub use config::{ApplyResult, NodeId, Proposal, TypeConfig};

@@ -12,6 +12,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -23,6 +24,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::{NodeId, TypeConfig};
 use crate::db::{CF_LOGS, CF_META, decode_entry, encode_entry, index_key, key_index};
+use crate::metrics::LogMetrics;
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -33,13 +35,14 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 pub struct LogStore {
     db: Arc<DB>,
     syncer: Arc<Syncer>,
+    metrics: Arc<LogMetrics>,
 }
 
 /// The handle of the WAL syncer thread. Dropping the last handle closes the
 /// queue and joins the thread, so the database closes before the handle is
 /// gone.
 struct Syncer {
-    queue: Mutex<Option<std::sync::mpsc::Sender<LogFlushed<TypeConfig>>>>,
+    queue: Mutex<Option<std::sync::mpsc::Sender<Waiting>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -52,9 +55,12 @@ impl Drop for Syncer {
     }
 }
 
+/// An append's flush callback and when the append was called.
+type Waiting = (LogFlushed<TypeConfig>, Instant);
+
 impl Syncer {
-    fn start(db: Arc<DB>) -> Syncer {
-        let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+    fn start(db: Arc<DB>, metrics: Arc<LogMetrics>) -> Syncer {
+        let (tx, rx) = std::sync::mpsc::channel::<Waiting>();
         let spawned = std::thread::Builder::new()
             .name("pulseplane-wal-sync".into())
             .spawn(move || {
@@ -63,9 +69,12 @@ impl Syncer {
                     while let Ok(more) = rx.try_recv() {
                         waiting.push(more);
                     }
+                    let started = Instant::now();
                     let synced = db.flush_wal(true).map_err(|e| e.to_string());
-                    for callback in waiting {
+                    metrics.fsync.observe(started.elapsed());
+                    for (callback, called) in waiting {
                         callback.log_io_completed(synced.clone().map_err(io::Error::other));
+                        metrics.append.observe(called.elapsed());
                     }
                 }
             });
@@ -86,10 +95,14 @@ impl Syncer {
 
     /// Queues `callback` to fire once the WAL is synced; gives it back when
     /// the thread is gone.
-    fn after_sync(&self, callback: LogFlushed<TypeConfig>) -> Result<(), LogFlushed<TypeConfig>> {
+    fn after_sync(
+        &self,
+        callback: LogFlushed<TypeConfig>,
+        called: Instant,
+    ) -> Result<(), LogFlushed<TypeConfig>> {
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         match queue.as_ref() {
-            Some(q) => q.send(callback).map_err(|e| e.0),
+            Some(q) => q.send((callback, called)).map_err(|e| e.0.0),
             None => Err(callback),
         }
     }
@@ -117,8 +130,18 @@ fn io_write(e: impl Into<AnyError>) -> StorageError<NodeId> {
 
 impl LogStore {
     pub(crate) fn new(db: Arc<DB>) -> LogStore {
-        let syncer = Arc::new(Syncer::start(db.clone()));
-        LogStore { db, syncer }
+        let metrics = Arc::new(LogMetrics::default());
+        let syncer = Arc::new(Syncer::start(db.clone(), metrics.clone()));
+        LogStore {
+            db,
+            syncer,
+            metrics,
+        }
+    }
+
+    /// The WAL sync and append latencies.
+    pub fn metrics(&self) -> Arc<LogMetrics> {
+        self.metrics.clone()
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, AnyError> {
@@ -253,6 +276,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let called = Instant::now();
         let cf = self
             .db
             .cf_handle(CF_LOGS)
@@ -265,7 +289,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Written (and readable) now; the callback fires only once the WAL
         // holding it is synced.
         self.db.write(batch).map_err(|e| io_write(&e))?;
-        match self.syncer.after_sync(callback) {
+        match self.syncer.after_sync(callback, called) {
             Ok(()) => Ok(()),
             Err(callback) => {
                 let e = io::Error::other("the WAL sync thread is gone");
