@@ -107,6 +107,9 @@ pub struct Cluster {
     bin: PathBuf,
     /// Flags given to every node.
     pub common_flags: Vec<String>,
+    /// `PULSEPLANE_LOG` for the nodes (default `PULSEPLANE_TEST_LOG`, else
+    /// `info,openraft=warn`).
+    pub log_filter: Option<String>,
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -129,6 +132,7 @@ impl Cluster {
             client: Client::new(),
             bin: node_binary(),
             common_flags: Vec::new(),
+            log_filter: None,
         }
     }
 
@@ -140,8 +144,14 @@ impl Cluster {
 
     /// As [`Cluster::start`], with extra flags for every node.
     pub async fn start_with(n: u64, flags: &[&str]) -> Cluster {
+        Cluster::start_logging(n, flags, None).await
+    }
+
+    /// As [`Cluster::start_with`], with the nodes' `PULSEPLANE_LOG` filter.
+    pub async fn start_logging(n: u64, flags: &[&str], log_filter: Option<&str>) -> Cluster {
         let mut c = Cluster::new();
         c.common_flags = flags.iter().map(|s| s.to_string()).collect();
+        c.log_filter = log_filter.map(str::to_owned);
         let members: Vec<(u64, String)> = (1..=n)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
@@ -212,8 +222,10 @@ impl Cluster {
             .env("PULSEPLANE_ADMIN_TOKEN", TOKEN)
             .env(
                 "PULSEPLANE_LOG",
-                std::env::var("PULSEPLANE_TEST_LOG")
-                    .unwrap_or_else(|_| "info,openraft=warn".into()),
+                self.log_filter.clone().unwrap_or_else(|| {
+                    std::env::var("PULSEPLANE_TEST_LOG")
+                        .unwrap_or_else(|_| "info,openraft=warn".into())
+                }),
             );
         if let Some(ic) = &n.initial_cluster {
             cmd.arg(format!("--initial-cluster={ic}"));

@@ -7,11 +7,14 @@
 //! - snapshot polls are split by status and long-poll;
 //! - the leader reports each follower's replication lag, every node its
 //!   term, applied index, leader changes, environment versions, and its
-//!   log's append and fsync latency.
+//!   log's append and fsync latency;
+//! - a request id given by the caller (or a new one) comes back in
+//!   `X-Request-Id`, and a write forwarded to the leader is logged there
+//!   under the same id.
 
 use std::time::Duration;
 
-use pulseplane_cluster_tests::{Cluster, wait_until};
+use pulseplane_cluster_tests::{Cluster, TOKEN, wait_until};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,4 +79,39 @@ async fn metrics_cover_requests_polls_and_raft() {
         c.metric(leader, "pulseplane_raft_is_leader").await,
         Some(1.0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_id_follows_a_forwarded_write() {
+    let mut c = Cluster::start_logging(
+        3,
+        &[],
+        Some("info,openraft=warn,pulseplane_node::raft::server=debug"),
+    )
+    .await;
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v1/environments", c.url(follower)))
+        .bearer_auth(TOKEN)
+        .header("x-request-id", "t97-req-42")
+        .body(json!({"key": "prod", "name": "prod"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(r.headers()["x-request-id"], "t97-req-42");
+    wait_until(Duration::from_secs(5), "the leader's log line", || async {
+        c.log_tail(leader, 400).contains("t97-req-42").then_some(())
+    })
+    .await;
+    // Without one, a new id is made.
+    let r = http
+        .get(format!("{}/healthz", c.url(follower)))
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 16, "{id}");
 }

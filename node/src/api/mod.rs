@@ -26,6 +26,7 @@ pub mod flags;
 pub mod health;
 pub mod openapi;
 pub mod publish;
+pub mod request_id;
 pub mod sdk;
 pub mod segments;
 pub mod versions;
@@ -63,6 +64,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(DefaultBodyLimit::max(node.max_body_bytes))
         .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn_with_state(node.clone(), count_requests))
+        .layer(middleware::from_fn(request_id::assign))
         .with_state(node)
 }
 

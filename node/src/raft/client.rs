@@ -70,15 +70,17 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
         let bytes = rmp_serde::to_vec_named(body).map_err(|e| PeerError::Encode(e.to_string()))?;
-        let send = self
+        let mut request = self
             .http
             .post(format!("http://{address}{path}"))
             .header(SECRET_HEADER, self.secret.expose())
             .header(TARGET_HEADER, target.to_string())
-            .header(reqwest::header::CONTENT_TYPE, MSGPACK)
-            .body(bytes)
-            .timeout(timeout)
-            .send();
+            .header(reqwest::header::CONTENT_TYPE, MSGPACK);
+        // The API request this call serves, if any: the peer logs under it.
+        if let Some(id) = crate::api::request_id::current() {
+            request = request.header(crate::api::request_id::REQUEST_ID_HEADER, &*id);
+        }
+        let send = request.body(bytes).timeout(timeout).send();
         let address = address.to_owned();
         let response = send.await.map_err(|e| transport_error(&address, e))?;
         let status = response.status();

@@ -64,6 +64,7 @@ pub fn router(node: Arc<Node>, body_limit: usize) -> Router {
         .route(PATH_ADMIN, post(admin))
         .route(PATH_FLEET, post(fleet))
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(crate::api::request_id::adopt))
         .layer(middleware::from_fn_with_state(node.clone(), authenticate))
         .with_state(node)
 }
@@ -155,6 +156,7 @@ async fn propose(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Err(e) => return e,
     };
     let leader = node.raft.metrics().borrow().current_leader;
+    tracing::debug!(leader = ?leader, "write forwarded by a peer");
     let answer = if leader == Some(node.id) {
         node.writer.propose_local(cmd, body.len()).await
     } else {

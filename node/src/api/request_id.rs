@@ -1,0 +1,93 @@
+//! Request ids: every API request gets one (the caller's `X-Request-Id`
+//! when it is 1 to 128 visible ASCII characters, else a new random one),
+//! runs inside a `request` tracing span carrying it, and answers with it in
+//! `X-Request-Id`. Calls this request makes to other nodes (a write
+//! forwarded to the leader, the fleet view) carry it too, and the receiving
+//! node runs them inside a `peer_request` span with the same id, so one id
+//! follows a write through every node's log.
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::{Instrument, info_span};
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    static REQUEST_ID: Arc<str>;
+}
+
+/// The id of the request this task serves, if any.
+pub fn current() -> Option<Arc<str>> {
+    REQUEST_ID.try_with(Arc::clone).ok()
+}
+
+fn valid(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn given(req: &Request) -> Option<Arc<str>> {
+    req.headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid(v))
+        .map(Arc::from)
+}
+
+/// 16 random hex digits.
+fn new_id() -> Arc<str> {
+    Arc::from(format!("{:016x}", fastrand::u64(..)))
+}
+
+/// API middleware: assigns the id, runs the request in its span, and sets
+/// the response header.
+pub async fn assign(req: Request, next: Next) -> Response {
+    let id = given(&req).unwrap_or_else(new_id);
+    let span =
+        info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut response = REQUEST_ID
+        .scope(id.clone(), next.run(req).instrument(span))
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+/// Peer-transport middleware: a request that carries an id runs in a
+/// `peer_request` span with it (and passes it on).
+pub async fn adopt(req: Request, next: Next) -> Response {
+    match given(&req) {
+        Some(id) => {
+            let span = info_span!("peer_request", request_id = %id, path = %req.uri().path());
+            REQUEST_ID.scope(id, next.run(req).instrument(span)).await
+        }
+        None => next.run(req).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid("abc-123"));
+        assert!(!valid(""));
+        assert!(!valid("has space"));
+        assert!(!valid(&"x".repeat(129)));
+        assert_eq!(new_id().len(), 16);
+    }
+
+    #[tokio::test]
+    async fn the_id_is_visible_inside_the_scope_only() {
+        assert!(current().is_none());
+        let seen = REQUEST_ID
+            .scope(Arc::from("r-1"), async { current() })
+            .await;
+        assert_eq!(seen.as_deref(), Some("r-1"));
+    }
+}
