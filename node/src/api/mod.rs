@@ -63,14 +63,13 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(node.max_body_bytes))
         .layer(middleware::map_response(json_errors))
-        .layer(middleware::from_fn_with_state(node.clone(), count_requests))
-        .layer(middleware::from_fn(request_id::assign))
+        .layer(middleware::from_fn_with_state(node.clone(), observe))
         .with_state(node)
 }
 
-/// Counts every answered request by route template, method and status,
-/// with its latency (`/metrics`).
-async fn count_requests(
+/// Gives every request its id and span (see `request_id`), and counts it
+/// by route template, method and status, with its latency (`/metrics`).
+async fn observe(
     axum::extract::State(node): axum::extract::State<Arc<Node>>,
     req: axum::extract::Request,
     next: middleware::Next,
@@ -78,7 +77,8 @@ async fn count_requests(
     let started = std::time::Instant::now();
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
-    let response = next.run(req).await;
+    let (id, span) = request_id::begin(&req);
+    let response = request_id::run(id, span, req, next).await;
     node.metrics.api.observe(
         route.as_ref().map_or("unmatched", MatchedPath::as_str),
         method.as_str(),

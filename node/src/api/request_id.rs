@@ -1,7 +1,7 @@
 //! Request ids: every API request gets one (the caller's `X-Request-Id`
 //! when it is 1 to 128 visible ASCII characters, else a new random one),
-//! runs inside a `request` tracing span carrying it, and answers with it in
-//! `X-Request-Id`. Calls this request makes to other nodes (a write
+//! runs inside a `request` tracing span carrying it (info for writes, debug
+//! for reads), and answers with it in `X-Request-Id`. Calls this request makes to other nodes (a write
 //! forwarded to the leader, the fleet view) carry it too, and the receiving
 //! node runs them inside a `peer_request` span with the same id, so one id
 //! follows a write through every node's log.
@@ -9,10 +9,10 @@
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use tracing::{Instrument, info_span};
+use tracing::{Instrument, debug_span, info_span};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -42,12 +42,22 @@ fn new_id() -> Arc<str> {
     Arc::from(format!("{:016x}", fastrand::u64(..)))
 }
 
-/// API middleware: assigns the id, runs the request in its span, and sets
-/// the response header.
-pub async fn assign(req: Request, next: Next) -> Response {
-    let id = given(&req).unwrap_or_else(new_id);
-    let span =
-        info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+/// The id of an API request (the caller's, else a new one) and its span:
+/// an info span for writes; a debug one for reads (SDK polls above all are
+/// the hot path and log little), free unless debug logging is on.
+pub fn begin(req: &Request) -> (Arc<str>, tracing::Span) {
+    let id = given(req).unwrap_or_else(new_id);
+    let span = if req.method() == Method::GET || req.method() == Method::HEAD {
+        debug_span!("request", request_id = %id)
+    } else {
+        info_span!("request", request_id = %id)
+    };
+    (id, span)
+}
+
+/// Runs `next` as the request `id`, in `span`, and sets the response
+/// header.
+pub async fn run(id: Arc<str>, span: tracing::Span, req: Request, next: Next) -> Response {
     let mut response = REQUEST_ID
         .scope(id.clone(), next.run(req).instrument(span))
         .await;
@@ -62,7 +72,7 @@ pub async fn assign(req: Request, next: Next) -> Response {
 pub async fn adopt(req: Request, next: Next) -> Response {
     match given(&req) {
         Some(id) => {
-            let span = info_span!("peer_request", request_id = %id, path = %req.uri().path());
+            let span = info_span!("peer_request", request_id = %id);
             REQUEST_ID.scope(id, next.run(req).instrument(span)).await
         }
         None => next.run(req).await,
