@@ -12,6 +12,11 @@
 //! into the owning actor's mailbox. The actor serializes, compresses and
 //! compiles on a blocking thread, then swaps in the new `Arc<Published>`.
 //!
+//! An actor that builds a newer version than the one it served queues a
+//! change notice for Redis (`crate::notify`), when one is configured. It
+//! also counts its snapshot polls and keeps the SDK instances that polled
+//! it (the fleet).
+//!
 //! Reads never go through a mailbox: a request loads the current `Arc` from
 //! the actor's `watch` channel. An environment with no traffic costs one
 //! parked task, one map entry and its current snapshot.
@@ -29,10 +34,10 @@ use pulseplane_core::{Flag, FlagSet, Segment, Snapshot};
 use pulseplane_raft_store::StateMachineStore;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-
-use crate::notify::{Notice, Notifier};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
+
+use crate::notify::{Notice, Notifier};
 
 /// How long a fleet instance counts as live after its last poll.
 pub const FLEET_WINDOW: Duration = Duration::from_secs(300);
