@@ -274,6 +274,11 @@ impl Envs {
             .cloned()
     }
 
+    /// Change notices waiting for Redis (`None` without Redis).
+    pub fn notices_queued(&self) -> Option<usize> {
+        self.notifier.as_ref().map(Notifier::queued)
+    }
+
     /// Every environment and its actor, sorted by key.
     pub fn actors(&self) -> Vec<(String, Arc<EnvActor>)> {
         let mut all: Vec<_> = self

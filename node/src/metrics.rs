@@ -159,8 +159,6 @@ pub struct RedisMetrics {
     pub connect_failures: AtomicU64,
     /// 1 while connected, else 0.
     pub connected: AtomicU64,
-    /// Notices waiting in the queue.
-    pub queued: AtomicU64,
 }
 
 /// A gauge read at scrape time: a Raft or environment figure.
@@ -245,11 +243,6 @@ impl Metrics {
                 "pulseplane_redis_connected",
                 "1 while the change-notice publisher is connected to Redis.",
                 get(&r.connected),
-            ),
-            Sample::gauge(
-                "pulseplane_redis_queue_length",
-                "Change notices waiting to be published.",
-                get(&r.queued),
             ),
             Sample::labelled(
                 "pulseplane_raft_leader_changes_total",

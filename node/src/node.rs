@@ -188,6 +188,11 @@ impl Node {
         };
         vec![
             Sample::gauge(
+                "pulseplane_redis_queue_length",
+                "Change notices waiting to be published (0 without Redis).",
+                self.envs.notices_queued().unwrap_or(0) as f64,
+            ),
+            Sample::gauge(
                 "pulseplane_raft_term",
                 "The Raft term this node is in.",
                 status.term as f64,

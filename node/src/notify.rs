@@ -117,21 +117,18 @@ impl Notifier {
 
     /// Queues a notice; never waits. A full queue drops it (counted).
     pub fn notify(&self, notice: Notice) {
-        // Counted before the send, so the publisher never takes one off
-        // before it is on.
-        let m = &self.metrics.redis;
-        m.queued.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(notice) {
-            Ok(()) => {}
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
             Err(mpsc::error::TrySendError::Full(n)) => {
-                m.queued.fetch_sub(1, Ordering::Relaxed);
-                m.dropped.fetch_add(1, Ordering::Relaxed);
+                self.metrics.redis.dropped.fetch_add(1, Ordering::Relaxed);
                 debug!(env = %n.env, version = n.version, "notice queue full; notice dropped");
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                m.queued.fetch_sub(1, Ordering::Relaxed);
-            }
         }
+    }
+
+    /// Notices waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
@@ -236,9 +233,7 @@ impl Publisher {
                         n = rx.recv() => n,
                         () = stop.cancelled() => None,
                     };
-                    let n = n?;
-                    m.queued.fetch_sub(1, Ordering::Relaxed);
-                    n
+                    n?
                 }
             };
             let message = serde_json::to_string(&Message {

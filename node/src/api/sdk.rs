@@ -321,13 +321,15 @@ pub(crate) async fn snapshot(
             ));
         }
     }
-    if let (Some(i), Some(actor)) = (instance, node.envs.get(&env)) {
+    let actor = node.envs.get(&env);
+    if let (Some(i), Some(actor)) = (instance, &actor) {
         actor.saw_instance(i, have.unwrap_or(0));
     }
     let (p, not_modified) = serve_snapshot(&node, &env, &q, headers).await?;
-    if let Some(actor) = node.envs.get(&env) {
-        let long_poll = q.wait.is_some();
-        actor.count_poll(not_modified, long_poll);
+    // An environment that appeared while the poll waited is counted from
+    // its next poll.
+    if let Some(actor) = actor {
+        actor.count_poll(not_modified, q.wait.is_some());
     }
     Ok(snapshot_response(&node, &p, headers, not_modified))
 }

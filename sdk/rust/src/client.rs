@@ -694,7 +694,7 @@ fn resolve<T, U>(d: EvaluationDetails<'_, T>, l: &Loaded, own: impl Fn(&T) -> U)
         value: own(&d.value),
         variant: d.variant.map(str::to_owned),
         reason: Reason::from(d.reason),
-        error_code: d.error_code.map(ErrorCode::from),
+        error_code: d.error_code,
         flag_version: d.flag_version,
         env_version: d.env_version,
     }

@@ -43,6 +43,8 @@ mod poll;
 pub use client::{Client, Metrics, Status};
 pub use config::{Builder, ConfigError};
 pub use hooks::{FlagChange, Hook, HookContext, HookDetails};
+/// Why the caller's default was served (OpenFeature's names): the core's.
+pub use pulseplane_core::ErrorCode;
 pub use pulseplane_core::usage::UsageReport;
 pub use pulseplane_core::{Context, FlagSet, Snapshot};
 
@@ -81,30 +83,6 @@ impl From<pulseplane_core::Reason> for Reason {
             R::Default => Reason::Default,
             R::PrerequisiteFailed => Reason::PrerequisiteFailed,
             R::Error => Reason::Error,
-        }
-    }
-}
-
-/// Why the caller's default was served (OpenFeature's names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
-    ProviderNotReady,
-    FlagNotFound,
-    TypeMismatch,
-    TargetingKeyMissing,
-    General,
-}
-
-impl From<pulseplane_core::ErrorCode> for ErrorCode {
-    fn from(e: pulseplane_core::ErrorCode) -> ErrorCode {
-        use pulseplane_core::ErrorCode as E;
-        match e {
-            E::ProviderNotReady => ErrorCode::ProviderNotReady,
-            E::FlagNotFound => ErrorCode::FlagNotFound,
-            E::TypeMismatch => ErrorCode::TypeMismatch,
-            E::TargetingKeyMissing => ErrorCode::TargetingKeyMissing,
-            E::General => ErrorCode::General,
         }
     }
 }
