@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::identity::jwt::{JwtFlags, JwtVerifier};
+use crate::identity::proxy::TrustedProxy;
 use crate::notify::RedisConfig;
 use crate::secret::Secret;
 
@@ -130,6 +132,47 @@ pub struct Cli {
     /// Timeout of one Redis connect or publish.
     #[arg(long, env = "PULSEPLANE_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
     pub redis_timeout: Duration,
+    /// A file holding the HS256 secret JWTs are signed with (at least 32
+    /// bytes).
+    #[arg(long, env = "PULSEPLANE_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// A PEM public key (RSA for RS256, EC P-256 for ES256) JWTs are signed
+    /// with; repeat for several (comma-separated in the variable).
+    #[arg(long, env = "PULSEPLANE_JWT_PUBLIC_KEY_FILE", value_delimiter = ',')]
+    pub jwt_public_key_file: Vec<PathBuf>,
+    /// A JWKS file with the identity provider's RS256 / ES256 keys.
+    #[arg(long, env = "PULSEPLANE_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// The required `iss` of JWTs.
+    #[arg(long, env = "PULSEPLANE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// The required `aud` of JWTs.
+    #[arg(long, env = "PULSEPLANE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// The claim holding a token's groups: a name or dotted path.
+    #[arg(long, env = "PULSEPLANE_JWT_GROUPS_CLAIM", default_value = "groups")]
+    pub jwt_groups_claim: String,
+    /// Clock-skew leeway for `exp` and `nbf` (at most 5m).
+    #[arg(long, env = "PULSEPLANE_JWT_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+    /// The header an authenticating proxy puts the subject in.
+    #[arg(long, env = "PULSEPLANE_TRUSTED_PROXY_HEADER")]
+    pub trusted_proxy_header: Option<String>,
+    /// The header an authenticating proxy puts the groups in (comma-separated).
+    #[arg(long, env = "PULSEPLANE_TRUSTED_PROXY_GROUPS_HEADER")]
+    pub trusted_proxy_groups_header: Option<String>,
+    /// The proxy's source networks (`10.0.0.0/8`, `::1`); the headers are
+    /// ignored from anywhere else. Repeatable; comma-separated in the
+    /// variable.
+    #[arg(long, env = "PULSEPLANE_TRUSTED_PROXY_CIDR", value_delimiter = ',')]
+    pub trusted_proxy_cidr: Vec<String>,
+    /// Require `cluster.read` for `/metrics` (open by default).
+    #[arg(long, env = "PULSEPLANE_PROTECT_METRICS")]
+    pub protect_metrics: bool,
+    /// Require `cluster.read` for `/healthz` and `/readyz` (open by
+    /// default).
+    #[arg(long, env = "PULSEPLANE_PROTECT_HEALTH")]
+    pub protect_health: bool,
 }
 
 /// A founding member's id and address.
@@ -171,6 +214,11 @@ pub struct NodeConfig {
     pub worker_threads: usize,
     /// Change notices over Redis, when configured.
     pub redis: Option<RedisConfig>,
+    /// JWT verification, when keys are configured.
+    pub jwt: Option<JwtVerifier>,
+    pub trusted_proxy: Option<TrustedProxy>,
+    pub protect_metrics: bool,
+    pub protect_health: bool,
 }
 
 /// A configuration mistake, reported before the node binds.
@@ -329,6 +377,20 @@ impl Cli {
             return Err(invalid("--evaluate-rate", "must be at least 1"));
         }
         let redis = self.redis_config()?;
+        let jwt = JwtVerifier::from_flags(&JwtFlags {
+            hs256_secret_file: self.jwt_hs256_secret_file.clone(),
+            public_key_files: self.jwt_public_key_file.clone(),
+            jwks_file: self.jwks_file.clone(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+            groups_claim: self.jwt_groups_claim.clone(),
+            leeway: self.jwt_leeway,
+        })?;
+        let trusted_proxy = TrustedProxy::from_flags(
+            self.trusted_proxy_header.as_deref(),
+            self.trusted_proxy_groups_header.as_deref(),
+            &self.trusted_proxy_cidr,
+        )?;
 
         let (node_id, listen, data_dir, initial_cluster, cluster_secret) = if self.dev {
             let node_id = self.node_id.unwrap_or(1);
@@ -421,6 +483,10 @@ impl Cli {
             json_logs,
             worker_threads: self.worker_threads,
             redis,
+            jwt,
+            trusted_proxy,
+            protect_metrics: self.protect_metrics,
+            protect_health: self.protect_health,
         })
     }
 

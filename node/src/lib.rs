@@ -4,6 +4,7 @@
 //! - `config`: flags and `PULSEPLANE_*` variables, checked into a `NodeConfig`
 //! - `datadir`: the data dir's lock and identity
 //! - `secret`: secrets and tokens (redacted, compared in constant time)
+//! - `identity`: who is calling (JWT, trusted proxy, admin token, SDK keys)
 //! - `node`: one running node and [`node::run`]
 //! - `raft`: Raft start-up, the peer transport and membership
 //! - `envs`: environment actors (published snapshots, long-poll waiters)
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod datadir;
 pub mod envs;
+pub mod identity;
 pub mod metrics;
 pub mod node;
 pub mod notify;

@@ -9,6 +9,9 @@ use std::fmt::Write;
 use std::sync::{Arc, RwLock};
 
 pub use pulseplane_raft_store::metrics::{Histogram, LogMetrics};
+use pulseplane_core::Permission;
+
+use crate::identity::AuthFailure;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use std::time::Duration;
 pub struct Metrics {
     pub redis: RedisMetrics,
     pub api: ApiMetrics,
+    pub access: AccessMetrics,
     /// The Raft log's WAL sync and append latencies.
     pub log: Arc<LogMetrics>,
     /// Times this node saw the leader change (including to none).
@@ -161,6 +165,54 @@ pub struct RedisMetrics {
     pub connected: AtomicU64,
 }
 
+/// Refused requests: the local audit stream's counters.
+#[derive(Debug, Default)]
+pub struct AccessMetrics {
+    /// By [`AuthFailure`] reason.
+    failures: [AtomicU64; AuthFailure::ALL.len()],
+    /// By permission, in [`Permission::ALL`] order.
+    denied: [AtomicU64; Permission::ALL.len()],
+}
+
+impl AccessMetrics {
+    pub fn failed(&self, why: AuthFailure) {
+        if let Some(i) = AuthFailure::ALL.iter().position(|f| *f == why) {
+            self.failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn denied(&self, permission: Permission) {
+        if let Some(i) = Permission::ALL.iter().position(|p| *p == permission) {
+            self.denied[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn samples(&self) -> [Sample; 2] {
+        [
+            Sample::labelled(
+                "pulseplane_auth_failures_total",
+                "Requests refused with 401 (no, malformed, expired or forged credential), by reason.",
+                "counter",
+                AuthFailure::ALL
+                    .iter()
+                    .zip(&self.failures)
+                    .map(|(f, n)| (format!("reason=\"{}\"", f.reason()), get(n)))
+                    .collect(),
+            ),
+            Sample::labelled(
+                "pulseplane_access_denied_total",
+                "Requests refused with 403 (known caller without the permission), by permission.",
+                "counter",
+                Permission::ALL
+                    .iter()
+                    .zip(&self.denied)
+                    .map(|(p, n)| (format!("permission=\"{}\"", p.name()), get(n)))
+                    .collect(),
+            ),
+        ]
+    }
+}
+
 /// A gauge read at scrape time: a Raft or environment figure.
 #[derive(Clone)]
 pub struct Sample {
@@ -251,6 +303,7 @@ impl Metrics {
                 vec![(String::new(), get(&self.leader_changes))],
             ),
         ];
+        all.extend(self.access.samples());
         all.extend_from_slice(samples);
         let mut out = String::with_capacity(16 * 1024);
         self.api.render(&mut out);

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use crate::config::NodeConfig;
 use crate::datadir::{DataDir, DataDirError, write_atomic};
 use crate::envs::Envs;
+use crate::identity::Authenticator;
 use crate::metrics::{Metrics, Sample, label_value};
 use crate::notify::Notifier;
 use crate::raft::client::PeerClient;
@@ -32,7 +33,11 @@ pub struct Node {
     pub peers: PeerClient,
     pub writer: Writer,
     pub secret: Secret,
-    pub admin_token: Secret,
+    /// Turns credentials into callers.
+    pub auth: Authenticator,
+    /// Whether `/metrics`, and `/healthz` and `/readyz`, need `cluster.read`.
+    pub protect_metrics: bool,
+    pub protect_health: bool,
     pub max_body_bytes: usize,
     /// The environment actors and their published snapshots.
     pub envs: Arc<Envs>,
@@ -445,7 +450,13 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         peers,
         writer,
         secret: cluster_secret,
-        admin_token,
+        auth: Authenticator {
+            admin_token,
+            jwt: cfg.jwt.clone(),
+            proxy: cfg.trusted_proxy.clone(),
+        },
+        protect_metrics: cfg.protect_metrics,
+        protect_health: cfg.protect_health,
         max_body_bytes: cfg.max_body_bytes,
         envs: Envs::new(cfg.node_id, notifier),
         evaluate_limiter: RateLimiter::new(cfg.evaluate_rate),

@@ -33,6 +33,7 @@ fn entry(index: u64) -> Entry<TypeConfig> {
                 key: format!("env-{index}"),
                 name: format!("Environment {index}"),
             },
+            audit: None,
         })),
     }
 }

@@ -22,7 +22,8 @@ use crate::config::check_address;
 use crate::node::Node;
 use crate::raft::membership::ClusterStatus;
 use crate::raft::membership::{self, AdminError, AdminRequest};
-use pulseplane_core::state::Settings;
+use pulseplane_core::state::{Settings, SettingsChange};
+use tracing::warn;
 
 pub fn router() -> Router<Arc<Node>> {
     Router::new()
@@ -52,13 +53,6 @@ pub(crate) async fn settings(State(node): State<Arc<Node>>) -> Result<Response, 
     Ok(read_response(node.sm.applied_index(), &settings))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ConfigureBody {
-    idempotency_window_ms: Option<i64>,
-    version_retention: Option<u64>,
-}
-
 /// `PUT /admin/v1/settings`: changes the given settings cluster-wide.
 #[utoipa::path(
     put,
@@ -68,7 +62,7 @@ pub(crate) struct ConfigureBody {
     params(
         ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once")
     ),
-    request_body(content = ConfigureBody, content_type = "application/json"),
+    request_body(content = SettingsChange, content_type = "application/json"),
     responses(
         (status = 200, description = "Committed", body = WriteBody),
         (status = "4XX", description = "Bad input, unknown resource or conflict", body = ErrorBody),
@@ -81,13 +75,9 @@ pub(crate) async fn configure(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<WriteOk, ApiError> {
-    let b: ConfigureBody = parse_body(&body)?;
-    pulseplane_core::state::Settings::check(b.idempotency_window_ms, b.version_retention)
-        .map_err(ApiError::invalid)?;
-    let command = Command::Configure {
-        idempotency_window_ms: b.idempotency_window_ms,
-        version_retention: b.version_retention,
-    };
+    let change: SettingsChange = parse_body(&body)?;
+    change.check().map_err(ApiError::invalid)?;
+    let command = Command::Configure(change);
     submit(&node, &headers, &actor, command, body.len(), StatusCode::OK).await
 }
 
@@ -149,6 +139,8 @@ fn yes() -> bool {
 )]
 pub(crate) async fn add_node(
     State(node): State<Arc<Node>>,
+    actor: Actor,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let req: AddNode = parse_body(&body)?;
@@ -161,16 +153,31 @@ pub(crate) async fn add_node(
             format!("{:?} is not host:port", req.address),
         ));
     }
+    let id = req.id;
     let status = membership::handle(
         &node,
         AdminRequest::AddNode {
-            id: req.id,
+            id,
             address: req.address,
             voter: req.voter,
         },
     )
     .await?;
+    record(&node, &headers, &actor, "add_node", id).await;
     Ok(Json(status).into_response())
+}
+
+/// Puts a membership change, which happens outside the replicated state,
+/// into the audit log. The change has been made, so a failure here is
+/// logged, not answered.
+async fn record(node: &Arc<Node>, headers: &HeaderMap, actor: &Actor, action: &str, id: NodeId) {
+    let command = Command::Record {
+        action: action.to_owned(),
+        target: format!("node:{id}"),
+    };
+    if let Err(e) = submit(node, headers, actor, command, 0, StatusCode::OK).await {
+        warn!(action, node = id, error = %e.message, "membership change not audited");
+    }
 }
 
 #[utoipa::path(
@@ -189,12 +196,15 @@ pub(crate) async fn add_node(
 )]
 pub(crate) async fn remove_node(
     State(node): State<Arc<Node>>,
+    actor: Actor,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id: NodeId = id
         .parse()
         .map_err(|_| ApiError::field("/id", format!("{id:?} is not a node id")))?;
     let status = membership::handle(&node, AdminRequest::RemoveNode { id }).await?;
+    record(&node, &headers, &actor, "remove_node", id).await;
     Ok(Json(status).into_response())
 }
 

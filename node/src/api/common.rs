@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pulseplane_core::issue::pointer_from_serde_path;
 use pulseplane_core::limits::MAX_TOKEN_LEN;
+use pulseplane_core::audit::AuditContext;
 use pulseplane_core::{Command, CommandEnvelope, Outcome};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -303,9 +304,16 @@ pub async fn submit(
 ) -> Result<WriteOk, ApiError> {
     let envelope = CommandEnvelope {
         idempotency_key: idempotency_key(headers)?,
-        actor: actor.0.clone(),
+        actor: actor.subject.clone(),
         at_ms: now_ms(),
         command,
+        audit: Some(AuditContext {
+            permission: actor.permission.map(|p| p.name().to_owned()).unwrap_or_default(),
+            request_id: crate::api::request_id::current()
+                .as_deref()
+                .unwrap_or("")
+                .to_owned(),
+        }),
     };
     let committed = node.writer.write(envelope, body_len).await?;
     let outcome = committed.result?;

@@ -8,12 +8,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
-use pulseplane_core::Command;
 use pulseplane_core::state::EnvState;
+use pulseplane_core::{Command, Permission};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
-use crate::api::auth::Actor;
+use crate::api::auth::{Actor, CallerRef, deny};
 use crate::api::common::Query;
 use crate::api::common::{Page, WriteBody};
 use crate::api::common::{
@@ -85,11 +85,15 @@ pub(crate) struct CreateEnvironment {
 )]
 pub(crate) async fn create(
     State(node): State<Arc<Node>>,
+    caller: CallerRef,
     actor: Actor,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<WriteOk, ApiError> {
     let req: CreateEnvironment = parse_body(&body)?;
+    if !caller.0.allows(Permission::EnvCreate, Some(&req.key)) {
+        return Err(deny(&node, &caller.0, Permission::EnvCreate, Some(&req.key)));
+    }
     let name = req.name.unwrap_or_else(|| req.key.clone());
     submit(
         &node,
@@ -118,14 +122,17 @@ pub(crate) async fn create(
 )]
 pub(crate) async fn list(
     State(node): State<Arc<Node>>,
+    caller: CallerRef,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     read_barrier(&node, q.consistency.as_deref()).await?;
     node.sm.read(|applied, state| {
+        // Only the environments the caller may read.
         let page = paginate(
             state
                 .environments
                 .iter()
+                .filter(|(k, _)| caller.0.allows(Permission::EnvRead, Some(k)))
                 .map(|(k, e)| (k, EnvironmentView::of(e))),
             &q,
         )?;

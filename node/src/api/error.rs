@@ -53,12 +53,15 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
 
-    pub fn unauthorized() -> ApiError {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or invalid bearer token (Authorization: Bearer <token>)",
-        )
+    /// 401: who are you? (A missing, malformed, expired or forged
+    /// credential.)
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403: known, but not allowed.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -116,7 +119,10 @@ impl From<CommandError> for ApiError {
             CommandError::EnvironmentNotFound { .. }
             | CommandError::FlagNotFound { .. }
             | CommandError::SegmentNotFound { .. }
-            | CommandError::VersionNotFound { .. } => StatusCode::NOT_FOUND,
+            | CommandError::VersionNotFound { .. }
+            | CommandError::RoleNotFound { .. }
+            | CommandError::BindingNotFound { .. }
+            | CommandError::SdkKeyNotFound { .. } => StatusCode::NOT_FOUND,
             CommandError::EnvironmentExists { .. }
             | CommandError::EnvironmentNotEmpty { .. }
             | CommandError::InUse { .. }

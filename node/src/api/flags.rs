@@ -20,7 +20,7 @@ use crate::api::common::{Page, WriteBody};
 use crate::api::common::{
     PageQuery, WriteOk, paginate, parse_body, read_barrier, read_response, submit,
 };
-use crate::api::diff::{Change, diff_items};
+use pulseplane_core::diff::{Change, diff_items};
 use crate::api::error::ErrorBody;
 use crate::node::Node;
 

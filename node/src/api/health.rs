@@ -1,6 +1,9 @@
 //! `/healthz` (the process is up), `/readyz` (a member that knows a
 //! leader and has applied up to the commit index it learned at start),
-//! `/metrics` (Prometheus text) and `/openapi.json`.
+//! `/metrics` (Prometheus text) and `/openapi.json`. The probes and the
+//! metrics are open unless the node runs with `--protect-health` or
+//! `--protect-metrics` (they then need `cluster.read`); the OpenAPI
+//! document is always open.
 
 use std::sync::Arc;
 
@@ -12,16 +15,25 @@ use axum::routing::get;
 
 use crate::node::Node;
 
-pub fn router() -> Router<Arc<Node>> {
+/// `/openapi.json`.
+pub fn docs() -> Router<Arc<Node>> {
+    Router::new().route("/openapi.json", get(openapi))
+}
+
+/// `/healthz` and `/readyz`.
+pub fn probes() -> Router<Arc<Node>> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi))
-        .route("/metrics", get(metrics))
 }
 
-/// The node's metrics in the Prometheus text format (open, like the health
-/// checks: figures only, no flag content).
+/// `/metrics`.
+pub fn metrics_router() -> Router<Arc<Node>> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+/// The node's metrics in the Prometheus text format: figures only, no flag
+/// content; open unless `--protect-metrics`.
 #[utoipa::path(
     get,
     path = "/metrics",

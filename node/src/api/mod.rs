@@ -1,9 +1,14 @@
-//! The HTTP API: JSON over axum. Every endpoint but `/healthz`, `/readyz`
-//! and `/openapi.json` needs `Authorization: Bearer <token>`.
+//! The HTTP API: JSON over axum. Every endpoint but `/openapi.json` (and,
+//! unless protected, `/healthz`, `/readyz` and `/metrics`) needs a
+//! credential and a permission.
 //!
 //! Layout:
 //! - `error`: [`ApiError`], the one error body
-//! - `auth`: the bearer-token check and the caller's identity
+//! - `auth`: the permission of every route, and the middleware that
+//!   authenticates and authorizes
+//! - `roles`: `/v1/roles`, `/v1/bindings`, `/v1/whoami`, `/v1/permissions`
+//! - `sdk_keys`: `/v1/environments/{env}/sdk-keys`
+//! - `audit`: `/v1/audit`
 //! - `common`: paging, read consistency, write submission and responses
 //! - `health`: `/healthz`, `/readyz`, `/openapi.json`
 //! - `openapi`: the generated OpenAPI document
@@ -12,14 +17,13 @@
 //! - `flags`: draft flags under `/v1/environments/{env}/flags`
 //! - `segments`: draft segments under `/v1/environments/{env}/segments`
 //! - `versions`: version history, content and diffs
-//! - `diff`: structural JSON diffs
 //! - `publish`: publish, rollback, kill and restore
 //! - `sdk`: the SDK snapshot with long-poll, export, fleet, preview evaluation
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod common;
-pub mod diff;
 pub mod environments;
 pub mod error;
 pub mod flags;
@@ -27,7 +31,9 @@ pub mod health;
 pub mod openapi;
 pub mod publish;
 pub mod request_id;
+pub mod roles;
 pub mod sdk;
+pub mod sdk_keys;
 pub mod segments;
 pub mod versions;
 
@@ -45,7 +51,7 @@ use crate::node::Node;
 
 /// The public and admin routes of a node.
 pub fn router(node: Arc<Node>) -> Router {
-    let protected = Router::new()
+    let mut protected = Router::new()
         .merge(admin::router())
         .merge(environments::router())
         .merge(flags::router())
@@ -53,12 +59,26 @@ pub fn router(node: Arc<Node>) -> Router {
         .merge(versions::router())
         .merge(publish::router())
         .merge(sdk::router())
-        .layer(middleware::from_fn_with_state(
-            node.clone(),
-            auth::require_token,
-        ));
+        .merge(sdk_keys::router())
+        .merge(roles::router())
+        .merge(audit::router());
+    let mut open = health::docs();
+    if node.protect_health {
+        protected = protected.merge(health::probes());
+    } else {
+        open = open.merge(health::probes());
+    }
+    if node.protect_metrics {
+        protected = protected.merge(health::metrics_router());
+    } else {
+        open = open.merge(health::metrics_router());
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        node.clone(),
+        auth::authorize,
+    ));
     Router::new()
-        .merge(health::router())
+        .merge(open)
         .merge(protected)
         .fallback(|| async { ApiError::not_found("not_found", "no such endpoint") })
         .layer(DefaultBodyLimit::max(node.max_body_bytes))
@@ -102,6 +122,7 @@ async fn json_errors(response: Response) -> Response {
     let code = match status {
         StatusCode::BAD_REQUEST => "bad_request",
         StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",

@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{admin, environments, flags, health, publish, sdk, segments, versions};
+use crate::api::{
+    admin, audit, environments, flags, health, publish, roles, sdk, sdk_keys, segments, versions,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -51,6 +53,20 @@ use crate::api::{admin, environments, flags, health, publish, sdk, segments, ver
         admin::remove_node,
         admin::settings,
         admin::configure,
+        roles::whoami,
+        roles::permissions,
+        roles::list_roles,
+        roles::read_role,
+        roles::put_role,
+        roles::delete_role,
+        roles::list_bindings,
+        roles::read_binding,
+        roles::put_binding,
+        roles::delete_binding,
+        sdk_keys::list,
+        sdk_keys::create,
+        sdk_keys::revoke,
+        audit::list,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -100,6 +116,27 @@ mod tests {
             Some(true)
         );
         assert!(parsed["paths"]["/v1/sdk/environments/{env}/snapshot"]["get"].is_object());
+        // Every documented operation has a permission, and every route in
+        // the permission table is documented.
+        let mut documented = Vec::new();
+        for (path, ops) in parsed["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        for (method, path) in &documented {
+            let m: axum::http::Method = method.parse().unwrap();
+            assert!(
+                crate::api::auth::need(&m, path).is_some(),
+                "{method} {path} has no permission in api::auth::ROUTES"
+            );
+        }
+        for (method, path, _) in crate::api::auth::ROUTES {
+            assert!(
+                documented.iter().any(|(m, p)| m == method && p == path),
+                "{method} {path} is in ROUTES but not documented"
+            );
+        }
         if std::env::var_os("PULSEPLANE_UPDATE_OPENAPI").is_some() {
             std::fs::write(path, &doc).unwrap();
         }

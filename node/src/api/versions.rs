@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::ApiError;
 use crate::api::common::Query;
 use crate::api::common::{Page, PageQuery, read_barrier, read_response};
-use crate::api::diff::{Change, diff_items};
+use pulseplane_core::diff::{Change, diff_items};
 use crate::api::error::ErrorBody;
 use crate::node::Node;
 

@@ -6,8 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Environments, Permission, SdkKeyRequest};
+use crate::audit::AuditContext;
 use crate::issue::ValidationError;
 use crate::model::{Flag, Segment};
+use crate::state::SettingsChange;
 
 /// A command with the metadata every write carries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,6 +23,9 @@ pub struct CommandEnvelope {
     /// Unix milliseconds, stamped by the proposer.
     pub at_ms: i64,
     pub command: Command,
+    /// The permission and request id for the audit entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditContext>,
 }
 
 /// The replicated writes.
@@ -103,12 +109,27 @@ pub enum Command {
     },
     /// Changes the cluster-wide retention settings; absent fields keep
     /// their value.
-    Configure {
-        #[serde(default)]
-        idempotency_window_ms: Option<i64>,
-        #[serde(default)]
-        version_retention: Option<u64>,
+    Configure(SettingsChange),
+    /// Creates or replaces a role.
+    PutRole {
+        name: String,
+        permissions: std::collections::BTreeSet<Permission>,
+        environments: Environments,
     },
+    /// Refused while a binding names the role.
+    DeleteRole { name: String },
+    /// Creates or replaces the roles bound to a subject.
+    PutBinding {
+        subject: String,
+        roles: std::collections::BTreeSet<String>,
+    },
+    DeleteBinding { subject: String },
+    /// Stores a new SDK key's id and hash (never the key).
+    CreateSdkKey(SdkKeyRequest),
+    RevokeSdkKey { env: String, id: String },
+    /// Changes nothing but the audit log: records a change made outside
+    /// the replicated state (a membership change).
+    Record { action: String, target: String },
 }
 
 impl Command {
@@ -125,8 +146,15 @@ impl Command {
             | Command::Publish { env, .. }
             | Command::Rollback { env, .. }
             | Command::Kill { env, .. }
-            | Command::Restore { env, .. } => env,
-            Command::Configure { .. } => "",
+            | Command::Restore { env, .. }
+            | Command::RevokeSdkKey { env, .. } => env,
+            Command::CreateSdkKey(key) => &key.env,
+            Command::Configure(_)
+            | Command::PutRole { .. }
+            | Command::DeleteRole { .. }
+            | Command::PutBinding { .. }
+            | Command::DeleteBinding { .. }
+            | Command::Record { .. } => "",
         }
     }
 
@@ -144,7 +172,14 @@ impl Command {
             Command::Rollback { .. } => "rollback",
             Command::Kill { .. } => "kill",
             Command::Restore { .. } => "restore",
-            Command::Configure { .. } => "configure",
+            Command::Configure(_) => "configure",
+            Command::PutRole { .. } => "put_role",
+            Command::DeleteRole { .. } => "delete_role",
+            Command::PutBinding { .. } => "put_binding",
+            Command::DeleteBinding { .. } => "delete_binding",
+            Command::CreateSdkKey(_) => "create_sdk_key",
+            Command::RevokeSdkKey { .. } => "revoke_sdk_key",
+            Command::Record { .. } => "record",
         }
     }
 }
@@ -193,6 +228,12 @@ pub enum CommandError {
     FlagNotFound { env: String, key: String },
     #[error("segment {key:?} not found in environment {env:?}")]
     SegmentNotFound { env: String, key: String },
+    #[error("role {name:?} not found")]
+    RoleNotFound { name: String },
+    #[error("no binding for subject {subject:?}")]
+    BindingNotFound { subject: String },
+    #[error("SDK key {id:?} not found in environment {env:?}")]
+    SdkKeyNotFound { env: String, id: String },
     #[error("version {version} of environment {env:?} not found")]
     VersionNotFound { env: String, version: u64 },
     #[error("{key:?} is at revision {actual}, not the expected {expected}")]
@@ -220,6 +261,9 @@ impl CommandError {
             CommandError::EnvironmentNotEmpty { .. } => "environment_not_empty",
             CommandError::FlagNotFound { .. } => "flag_not_found",
             CommandError::SegmentNotFound { .. } => "segment_not_found",
+            CommandError::RoleNotFound { .. } => "role_not_found",
+            CommandError::BindingNotFound { .. } => "binding_not_found",
+            CommandError::SdkKeyNotFound { .. } => "sdk_key_not_found",
             CommandError::VersionNotFound { .. } => "version_not_found",
             CommandError::RevisionConflict { .. } => "revision_conflict",
             CommandError::InUse { .. } => "in_use",

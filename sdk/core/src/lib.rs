@@ -16,14 +16,20 @@
 //! - `jcs`, `time`: RFC 8785 canonical JSON, RFC 3339 times
 //! - `snapshot`: the per-environment snapshot and its digest
 //! - `command`, `state`: replicated commands and state transitions
+//! - `access`: permissions, roles, bindings and SDK keys
+//! - `audit`: the replicated audit log
+//! - `diff`: structural JSON diffs
 //! - `usage`: per-variant usage counters for SDKs
 //! - `text`: short-string comparison and the flag-key index (hot path)
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod access;
+pub mod audit;
 pub mod bucket;
 pub mod command;
 pub mod compile;
 pub mod context;
+pub mod diff;
 pub mod eval;
 pub mod issue;
 pub mod jcs;
@@ -36,6 +42,7 @@ mod text;
 pub mod time;
 pub mod usage;
 
+pub use access::Permission;
 pub use command::{Command, CommandEnvelope, CommandError, Outcome};
 pub use compile::FlagSet;
 pub use context::{AttrValue, Context};

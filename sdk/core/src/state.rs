@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::AccessState;
+use crate::audit::AuditLog;
 use crate::command::{Command, CommandEnvelope, CommandError, Outcome};
 use crate::compile::{FlagSet, check_prerequisite_graph, validate_flag, validate_segment};
 use crate::issue::{Issue, ValidationError};
@@ -29,6 +31,14 @@ pub const MIN_VERSION_RETENTION: u64 = 2;
 pub const MAX_VERSION_RETENTION: u64 = 100_000;
 /// How many idempotency keys are remembered at most.
 pub const IDEMPOTENCY_MAX_KEYS: usize = 100_000;
+/// How many audit entries are kept, and for how long, unless the settings
+/// say otherwise; and the bounds of those settings.
+pub const AUDIT_RETENTION_ENTRIES: u64 = 10_000;
+pub const AUDIT_RETENTION_MS: i64 = 90 * 24 * 3600 * 1000;
+pub const MIN_AUDIT_RETENTION_ENTRIES: u64 = 100;
+pub const MAX_AUDIT_RETENTION_ENTRIES: u64 = 1_000_000;
+pub const MIN_AUDIT_RETENTION_MS: i64 = 3600 * 1000;
+pub const MAX_AUDIT_RETENTION_MS: i64 = 3650 * 24 * 3600 * 1000;
 
 /// Everything the control plane replicates.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -37,6 +47,11 @@ pub struct State {
     pub idempotency: IdempotencyLog,
     #[serde(default)]
     pub settings: Settings,
+    /// Roles, bindings and SDK keys.
+    #[serde(default)]
+    pub access: AccessState,
+    #[serde(default)]
+    pub audit: AuditLog,
 }
 
 /// Cluster-wide settings, replicated like everything else so that every
@@ -50,30 +65,74 @@ pub struct Settings {
     /// How many versions each environment keeps; older ones are dropped
     /// (and can no longer be read or rolled back to).
     pub version_retention: u64,
+    /// How many audit entries are kept at most.
+    pub audit_retention_entries: u64,
+    /// How long audit entries are kept, in milliseconds.
+    pub audit_retention_ms: i64,
 }
 
-impl Settings {
-    /// Checks new values against the bounds; `None` keeps a value.
-    pub fn check(window: Option<i64>, retention: Option<u64>) -> Result<(), ValidationError> {
+/// New values for some settings; absent ones keep their value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct SettingsChange {
+    pub idempotency_window_ms: Option<i64>,
+    pub version_retention: Option<u64>,
+    pub audit_retention_entries: Option<u64>,
+    pub audit_retention_ms: Option<i64>,
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
+    issues: &mut Vec<Issue>,
+    path: &str,
+    value: Option<T>,
+    min: T,
+    max: T,
+    unit: &str,
+) {
+    if let Some(v) = value {
+        if !(min..=max).contains(&v) {
+            issues.push(Issue::new(path, format!("must be {min} to {max}{unit}")));
+        }
+    }
+}
+
+impl SettingsChange {
+    /// Checks new values against the bounds.
+    pub fn check(&self) -> Result<(), ValidationError> {
         let mut issues = Vec::new();
-        if let Some(w) = window {
-            if !(MIN_IDEMPOTENCY_WINDOW_MS..=MAX_IDEMPOTENCY_WINDOW_MS).contains(&w) {
-                issues.push(Issue::new(
-                    "/idempotency_window_ms",
-                    format!(
-                        "must be {MIN_IDEMPOTENCY_WINDOW_MS} to {MAX_IDEMPOTENCY_WINDOW_MS} ms"
-                    ),
-                ));
-            }
-        }
-        if let Some(r) = retention {
-            if !(MIN_VERSION_RETENTION..=MAX_VERSION_RETENTION).contains(&r) {
-                issues.push(Issue::new(
-                    "/version_retention",
-                    format!("must be {MIN_VERSION_RETENTION} to {MAX_VERSION_RETENTION}"),
-                ));
-            }
-        }
+        check_range(
+            &mut issues,
+            "/idempotency_window_ms",
+            self.idempotency_window_ms,
+            MIN_IDEMPOTENCY_WINDOW_MS,
+            MAX_IDEMPOTENCY_WINDOW_MS,
+            " ms",
+        );
+        check_range(
+            &mut issues,
+            "/version_retention",
+            self.version_retention,
+            MIN_VERSION_RETENTION,
+            MAX_VERSION_RETENTION,
+            "",
+        );
+        check_range(
+            &mut issues,
+            "/audit_retention_entries",
+            self.audit_retention_entries,
+            MIN_AUDIT_RETENTION_ENTRIES,
+            MAX_AUDIT_RETENTION_ENTRIES,
+            "",
+        );
+        check_range(
+            &mut issues,
+            "/audit_retention_ms",
+            self.audit_retention_ms,
+            MIN_AUDIT_RETENTION_MS,
+            MAX_AUDIT_RETENTION_MS,
+            " ms",
+        );
         ValidationError::check(issues)
     }
 }
@@ -83,6 +142,8 @@ impl Default for Settings {
         Settings {
             idempotency_window_ms: IDEMPOTENCY_WINDOW_MS,
             version_retention: VERSION_RETENTION,
+            audit_retention_entries: AUDIT_RETENTION_ENTRIES,
+            audit_retention_ms: AUDIT_RETENTION_MS,
         }
     }
 }
@@ -205,7 +266,19 @@ impl State {
 
     /// Applies one command. A retry (same idempotency key, same command)
     /// returns the first result with `replayed` set and changes nothing.
+    /// Every command, applied or refused, gets an audit entry.
     pub fn apply(&mut self, cmd: &CommandEnvelope) -> Result<Outcome, CommandError> {
+        let (target, before) = self.audit_view(&cmd.command);
+        let result = self.apply_once(cmd);
+        let after = match &result {
+            Ok(o) if !o.replayed => self.audit_view(&cmd.command).1,
+            _ => before.clone(),
+        };
+        self.record_audit(cmd, target, before, after, &result);
+        result
+    }
+
+    fn apply_once(&mut self, cmd: &CommandEnvelope) -> Result<Outcome, CommandError> {
         if cmd.idempotency_key.is_empty() || cmd.idempotency_key.len() > MAX_TOKEN_LEN {
             return Err(invalid(
                 "/idempotency_key",
@@ -279,6 +352,7 @@ impl State {
                     });
                 }
                 self.environments.remove(key);
+                self.access.forget_environment(key);
                 Ok(Outcome {
                     env: key.clone(),
                     ..Outcome::default()
@@ -334,10 +408,39 @@ impl State {
                 check_message(message)?;
                 self.env_mut(env)?.restore(flag, message, at, who)
             }
-            Command::Configure {
-                idempotency_window_ms,
-                version_retention,
-            } => self.configure(*idempotency_window_ms, *version_retention),
+            Command::Configure(change) => self.configure(change),
+            Command::PutRole {
+                name,
+                permissions,
+                environments,
+            } => self
+                .access
+                .put_role(name, permissions, environments, at, who),
+            Command::DeleteRole { name } => self.access.delete_role(name),
+            Command::PutBinding { subject, roles } => {
+                self.access.put_binding(subject, roles, at, who)
+            }
+            Command::DeleteBinding { subject } => self.access.delete_binding(subject),
+            Command::CreateSdkKey(key) => {
+                self.env(&key.env)?;
+                self.access.create_sdk_key(key, at, who)
+            }
+            Command::RevokeSdkKey { env, id } => self.access.revoke_sdk_key(env, id, at, who),
+            Command::Record { action, target } => {
+                if action.is_empty() || action.len() > MAX_TOKEN_LEN {
+                    return Err(invalid(
+                        "/action",
+                        format!("must be 1 to {MAX_TOKEN_LEN} bytes"),
+                    ));
+                }
+                if target.len() > MAX_TOKEN_LEN {
+                    return Err(invalid(
+                        "/target",
+                        format!("longer than {MAX_TOKEN_LEN} bytes"),
+                    ));
+                }
+                Ok(Outcome::default())
+            }
         };
         result.inspect(|outcome| {
             // Versions beyond the retention are dropped after every new one.
@@ -350,17 +453,20 @@ impl State {
         })
     }
 
-    fn configure(
-        &mut self,
-        window: Option<i64>,
-        retention: Option<u64>,
-    ) -> Result<Outcome, CommandError> {
-        Settings::check(window, retention)?;
-        if let Some(w) = window {
-            self.settings.idempotency_window_ms = w;
+    fn configure(&mut self, change: &SettingsChange) -> Result<Outcome, CommandError> {
+        change.check()?;
+        let s = &mut self.settings;
+        if let Some(w) = change.idempotency_window_ms {
+            s.idempotency_window_ms = w;
         }
-        if let Some(r) = retention {
-            self.settings.version_retention = r;
+        if let Some(n) = change.audit_retention_entries {
+            s.audit_retention_entries = n;
+        }
+        if let Some(ms) = change.audit_retention_ms {
+            s.audit_retention_ms = ms;
+        }
+        if let Some(r) = change.version_retention {
+            s.version_retention = r;
             for e in self.environments.values_mut() {
                 e.prune_versions(r);
             }

@@ -1,8 +1,9 @@
 //! State transitions: environments, drafts, publish, rollback, kill switches,
 //! idempotency and deterministic replay.
 
+use pulseplane_core::audit::AuditContext;
 use pulseplane_core::command::{Command, CommandEnvelope, CommandError};
-use pulseplane_core::state::{IDEMPOTENCY_WINDOW_MS, VersionAction};
+use pulseplane_core::state::{IDEMPOTENCY_WINDOW_MS, SettingsChange, VersionAction};
 use pulseplane_core::{Context, Flag, Outcome, Reason, Segment, State};
 use serde_json::{Value, json};
 
@@ -31,6 +32,10 @@ impl Harness {
             actor: "alice".into(),
             at_ms: 1_795_000_000_000 + self.seq as i64 * 1000,
             command,
+            audit: Some(AuditContext {
+                permission: "test.permission".into(),
+                request_id: format!("req-{}", self.seq),
+            }),
         }
     }
 
@@ -513,6 +518,12 @@ fn kill_switch_survives_publish_and_rollback() {
     assert_eq!(actions[4], VersionAction::Restore { flag: "a".into() });
 }
 
+fn digest_without_audit(state: &State) -> String {
+    let mut s = state.clone();
+    s.audit = Default::default();
+    s.digest()
+}
+
 #[test]
 fn retried_commands_apply_once() {
     let mut h = Harness::new();
@@ -522,7 +533,7 @@ fn retried_commands_apply_once() {
         expected_revision: None,
     });
     let first = h.state.apply(&put).unwrap();
-    let digest = h.state.digest();
+    let digest = digest_without_audit(&h.state);
     let again = h.state.apply(&put).unwrap();
     assert!(again.replayed);
     assert_eq!(
@@ -532,7 +543,12 @@ fn retried_commands_apply_once() {
         },
         first
     );
-    assert_eq!(h.state.digest(), digest);
+    // Nothing changed but the audit log, which records the retry.
+    assert_eq!(digest_without_audit(&h.state), digest);
+    assert_eq!(
+        h.state.audit.entries().last().unwrap().outcome,
+        "replayed"
+    );
     // A refusal is not remembered: its retry is evaluated again, and can
     // succeed once the state allows it.
     let publish_b = h.envelope(Command::Publish {
@@ -680,10 +696,11 @@ fn replay_gives_a_byte_identical_digest() {
 #[test]
 fn version_retention_drops_old_versions_and_their_revisions() {
     let mut h = Harness::new();
-    h.ok(Command::Configure {
+    h.ok(Command::Configure(SettingsChange {
         idempotency_window_ms: None,
         version_retention: Some(10),
-    });
+        ..SettingsChange::default()
+    }));
     for i in 0..40 {
         h.put(json!({"key": "a", "kind": "boolean", "description": format!("v{i}")}));
         h.publish(None).unwrap();
@@ -731,10 +748,11 @@ fn version_retention_drops_old_versions_and_their_revisions() {
 #[test]
 fn settings_are_validated_and_steer_idempotency_expiry() {
     let mut h = Harness::new();
-    let bad = h.run(Command::Configure {
+    let bad = h.run(Command::Configure(SettingsChange {
         idempotency_window_ms: Some(5),
         version_retention: Some(1),
-    });
+        ..SettingsChange::default()
+    }));
     match bad {
         Err(CommandError::Invalid(e)) => {
             let paths: Vec<&str> = e.issues.iter().map(|i| i.path.as_str()).collect();
@@ -742,10 +760,11 @@ fn settings_are_validated_and_steer_idempotency_expiry() {
         }
         other => panic!("{other:?}"),
     }
-    h.ok(Command::Configure {
+    h.ok(Command::Configure(SettingsChange {
         idempotency_window_ms: Some(60_000),
         version_retention: None,
-    });
+        ..SettingsChange::default()
+    }));
     assert_eq!(h.state.settings.idempotency_window_ms, 60_000);
     assert_eq!(h.state.settings.version_retention, 1000);
     let put = h.envelope(Command::UpdateEnvironment {

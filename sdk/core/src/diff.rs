@@ -1,24 +1,50 @@
-//! Structural JSON diffs for `?diff=published` and `?diff_from=`.
+//! Structural JSON diffs: the node's `?diff=published` and `?diff_from=`,
+//! and the compact diffs of audit entries.
 //!
 //! A diff is a list of changes, each located by JSON pointer: `add` (only
 //! in the new value), `remove` (only in the old one) or `replace`. Arrays
 //! are compared item by item; a longer or shorter array shows the extra
 //! items as added or removed.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One difference between two JSON values.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Change {
     pub path: String,
-    /// `add`, `remove` or `replace`.
-    #[schema(value_type = String)]
-    pub op: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub op: ChangeOp,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub from: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub to: Option<Value>,
+}
+
+/// A field that is there, even as `null`, is `Some`: a change from or to
+/// `null` must read back as it was written.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// What a [`Change`] does at its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeOp {
+    /// Only in the new value.
+    Add,
+    /// Only in the old value.
+    Remove,
+    Replace,
 }
 
 /// The changes that turn `old` into `new`.
@@ -41,7 +67,7 @@ fn walk(path: String, old: &Value, new: &Value, out: &mut Vec<Change>) {
                     Some(vb) => walk(p, va, vb, out),
                     None => out.push(Change {
                         path: p,
-                        op: "remove",
+                        op: ChangeOp::Remove,
                         from: Some(va.clone()),
                         to: None,
                     }),
@@ -51,7 +77,7 @@ fn walk(path: String, old: &Value, new: &Value, out: &mut Vec<Change>) {
                 if !a.contains_key(k) {
                     out.push(Change {
                         path: format!("{path}/{}", escape(k)),
-                        op: "add",
+                        op: ChangeOp::Add,
                         from: None,
                         to: Some(vb.clone()),
                     });
@@ -65,7 +91,7 @@ fn walk(path: String, old: &Value, new: &Value, out: &mut Vec<Change>) {
             for (i, va) in a.iter().enumerate().skip(b.len()) {
                 out.push(Change {
                     path: format!("{path}/{i}"),
-                    op: "remove",
+                    op: ChangeOp::Remove,
                     from: Some(va.clone()),
                     to: None,
                 });
@@ -73,7 +99,7 @@ fn walk(path: String, old: &Value, new: &Value, out: &mut Vec<Change>) {
             for (i, vb) in b.iter().enumerate().skip(a.len()) {
                 out.push(Change {
                     path: format!("{path}/{i}"),
-                    op: "add",
+                    op: ChangeOp::Add,
                     from: None,
                     to: Some(vb.clone()),
                 });
@@ -82,7 +108,7 @@ fn walk(path: String, old: &Value, new: &Value, out: &mut Vec<Change>) {
         _ if old == new => {}
         _ => out.push(Change {
             path,
-            op: "replace",
+            op: ChangeOp::Replace,
             from: Some(old.clone()),
             to: Some(new.clone()),
         }),
@@ -115,18 +141,18 @@ mod tests {
         let old = json!({"a": 1, "b": [1, 2, 3], "c": {"x/y": true}, "gone": "z"});
         let new = json!({"a": 2, "b": [1, 5], "c": {"x/y": true}, "new": null});
         let d = diff(&old, &new);
-        let summary: Vec<(&str, &str)> = d.iter().map(|c| (c.path.as_str(), c.op)).collect();
+        let summary: Vec<(&str, ChangeOp)> = d.iter().map(|c| (c.path.as_str(), c.op)).collect();
         assert_eq!(
             summary,
             [
-                ("/a", "replace"),
-                ("/b/1", "replace"),
-                ("/b/2", "remove"),
-                ("/gone", "remove"),
-                ("/new", "add")
+                ("/a", ChangeOp::Replace),
+                ("/b/1", ChangeOp::Replace),
+                ("/b/2", ChangeOp::Remove),
+                ("/gone", ChangeOp::Remove),
+                ("/new", ChangeOp::Add)
             ]
         );
         assert!(diff(&old, &old).is_empty());
-        assert_eq!(diff(&Value::Null, &json!({"k": 1}))[0].op, "replace");
+        assert_eq!(diff(&Value::Null, &json!({"k": 1}))[0].op, ChangeOp::Replace);
     }
 }
