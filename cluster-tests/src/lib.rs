@@ -469,7 +469,7 @@ impl Client {
         }
     }
 
-    /// The same client with another bearer token.
+    /// The same client with another bearer token (none when empty).
     pub fn with_token(&self, token: &str) -> Client {
         Client {
             http: self.http.clone(),
@@ -477,19 +477,19 @@ impl Client {
         }
     }
 
-    /// A GET without the token: status and body text.
+    /// A GET with the token (if any): status and body text.
     pub async fn raw_get(&self, url: &str) -> Result<(u16, String), reqwest::Error> {
-        let r = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await?;
+        let mut req = self.http.get(url).timeout(Duration::from_secs(2));
+        if !self.token.is_empty() {
+            req = req.header("authorization", format!("Bearer {}", self.token));
+        }
+        let r = req.send().await?;
         let status = r.status().as_u16();
         Ok((status, r.text().await?))
     }
 
-    /// Sends a request with the token; `body` is sent as JSON when given.
+    /// Sends a request with the token (if any); `body` is sent as JSON when
+    /// given.
     pub async fn send(
         &self,
         method: reqwest::Method,
@@ -497,10 +497,10 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Answer, reqwest::Error> {
-        let mut req = self
-            .http
-            .request(method, url)
-            .header("authorization", format!("Bearer {}", self.token));
+        let mut req = self.http.request(method, url);
+        if !self.token.is_empty() {
+            req = req.header("authorization", format!("Bearer {}", self.token));
+        }
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

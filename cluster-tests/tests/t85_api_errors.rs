@@ -184,7 +184,8 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(s, 200);
     assert_eq!(
         v,
-        json!({"idempotency_window_ms": 86_400_000, "version_retention": 1000})
+        json!({"idempotency_window_ms": 86_400_000, "version_retention": 1000,
+               "audit_retention_entries": 10_000, "audit_retention_ms": 7_776_000_000_i64})
     );
 
     // Preview evaluation: a bad context is 422; past the rate, 429.

@@ -34,8 +34,10 @@ async fn metrics_cover_requests_polls_and_raft() {
         .unwrap();
     assert_eq!(s, 404);
 
+    // Open by default: no credential needed.
     let (status, text) = c
         .client
+        .with_token("")
         .raw_get(&format!("{}/metrics", c.url(1)))
         .await
         .unwrap();

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::{Arc, RwLock};
 
-pub use pulseplane_raft_store::metrics::{Histogram, LogMetrics};
 use pulseplane_core::Permission;
+pub use pulseplane_raft_store::metrics::{Histogram, LogMetrics};
 
 use crate::identity::AuthFailure;
 use std::sync::atomic::{AtomicU64, Ordering};

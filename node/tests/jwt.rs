@@ -95,12 +95,7 @@ fn rs(claims: &Value, kid: Option<&str>) -> String {
     let pem = std::fs::read(fixture("jwt-rs256-private.pem")).unwrap();
     let mut header = Header::new(Algorithm::RS256);
     header.kid = kid.map(str::to_owned);
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &EncodingKey::from_rsa_pem(&pem).unwrap(),
-    )
-    .unwrap()
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
 }
 
 fn base64url(bytes: &[u8]) -> String {
@@ -127,7 +122,10 @@ fn valid_tokens_from_each_key_source_are_accepted() {
         subject: "alice".into(),
         groups: vec!["ops".into(), "dev".into()],
     };
-    assert_eq!(hs_verifier(&k).verify(&hs(&claims(), HS_SECRET)), Ok(want.clone()));
+    assert_eq!(
+        hs_verifier(&k).verify(&hs(&claims(), HS_SECRET)),
+        Ok(want.clone())
+    );
     assert_eq!(rs_verifier().verify(&rs(&claims(), None)), Ok(want.clone()));
 
     let es = verifier(JwtFlags {
@@ -188,7 +186,10 @@ fn a_token_not_yet_valid_is_rejected() {
 fn a_wrong_signature_is_rejected() {
     let k = keys();
     let forged = hs(&claims(), "another-secret-another-secret-another");
-    assert_eq!(hs_verifier(&k).verify(&forged), Err(AuthFailure::BadSignature));
+    assert_eq!(
+        hs_verifier(&k).verify(&forged),
+        Err(AuthFailure::BadSignature)
+    );
     // A changed payload under the original signature.
     let good = hs(&claims(), HS_SECRET);
     let parts: Vec<&str> = good.split('.').collect();

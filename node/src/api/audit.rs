@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use pulseplane_core::Permission;
 use pulseplane_core::audit::AuditEntry;
 use serde::{Deserialize, Serialize};

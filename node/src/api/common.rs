@@ -8,9 +8,9 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use pulseplane_core::audit::AuditContext;
 use pulseplane_core::issue::pointer_from_serde_path;
 use pulseplane_core::limits::MAX_TOKEN_LEN;
-use pulseplane_core::audit::AuditContext;
 use pulseplane_core::{Command, CommandEnvelope, Outcome};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -308,7 +308,10 @@ pub async fn submit(
         at_ms: now_ms(),
         command,
         audit: Some(AuditContext {
-            permission: actor.permission.map(|p| p.name().to_owned()).unwrap_or_default(),
+            permission: actor
+                .permission
+                .map(|p| p.name().to_owned())
+                .unwrap_or_default(),
             request_id: crate::api::request_id::current()
                 .as_deref()
                 .unwrap_or("")

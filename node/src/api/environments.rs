@@ -92,7 +92,12 @@ pub(crate) async fn create(
 ) -> Result<WriteOk, ApiError> {
     let req: CreateEnvironment = parse_body(&body)?;
     if !caller.0.allows(Permission::EnvCreate, Some(&req.key)) {
-        return Err(deny(&node, &caller.0, Permission::EnvCreate, Some(&req.key)));
+        return Err(deny(
+            &node,
+            &caller.0,
+            Permission::EnvCreate,
+            Some(&req.key),
+        ));
     }
     let name = req.name.unwrap_or_else(|| req.key.clone());
     submit(

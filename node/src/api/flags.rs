@@ -20,9 +20,9 @@ use crate::api::common::{Page, WriteBody};
 use crate::api::common::{
     PageQuery, WriteOk, paginate, parse_body, read_barrier, read_response, submit,
 };
-use pulseplane_core::diff::{Change, diff_items};
 use crate::api::error::ErrorBody;
 use crate::node::Node;
+use pulseplane_core::diff::{Change, diff_items};
 
 pub fn router() -> Router<Arc<Node>> {
     Router::new()

@@ -129,11 +129,7 @@ pub(crate) async fn list_roles(
     read_barrier(&node, q.consistency.as_deref()).await?;
     node.sm.read(|applied, state| {
         let page = paginate(
-            state
-                .access
-                .roles
-                .iter()
-                .map(|(k, r)| (k, RoleView::of(r))),
+            state.access.roles.iter().map(|(k, r)| (k, RoleView::of(r))),
             &q,
         )?;
         Ok(read_response(applied.map_or(0, |l| l.index), &page))

@@ -26,10 +26,7 @@ use crate::node::Node;
 
 pub fn router() -> Router<Arc<Node>> {
     Router::new()
-        .route(
-            "/v1/environments/{env}/sdk-keys",
-            get(list).post(create),
-        )
+        .route("/v1/environments/{env}/sdk-keys", get(list).post(create))
         .route("/v1/environments/{env}/sdk-keys/{id}", delete(revoke))
 }
 

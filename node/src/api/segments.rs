@@ -20,10 +20,10 @@ use crate::api::common::{Page, WriteBody};
 use crate::api::common::{
     PageQuery, WriteOk, paginate, parse_body, read_barrier, read_response, submit,
 };
-use pulseplane_core::diff::{Change, diff_items};
 use crate::api::error::ErrorBody;
 use crate::api::flags::{ItemQuery, expected_revision, item_response};
 use crate::node::Node;
+use pulseplane_core::diff::{Change, diff_items};
 
 pub fn router() -> Router<Arc<Node>> {
     Router::new()

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::api::ApiError;
 use crate::api::common::Query;
 use crate::api::common::{Page, PageQuery, read_barrier, read_response};
-use pulseplane_core::diff::{Change, diff_items};
 use crate::api::error::ErrorBody;
 use crate::node::Node;
+use pulseplane_core::diff::{Change, diff_items};
 
 pub fn router() -> Router<Arc<Node>> {
     Router::new()

@@ -201,7 +201,11 @@ impl Authenticator {
 
 /// The user a trusted proxy names, when the connection comes from one of
 /// its networks and the header holds a usable subject.
-fn proxy_user(proxy: &TrustedProxy, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<Principal> {
+fn proxy_user(
+    proxy: &TrustedProxy,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Option<Principal> {
     let subject = headers.get(&proxy.subject_header)?.to_str().ok()?.trim();
     if !peer.is_some_and(|p| proxy.trusts(p)) {
         tracing::warn!(

@@ -46,7 +46,9 @@ impl Cidr {
         };
         match (self.network, addr) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
@@ -71,11 +73,10 @@ pub struct TrustedProxy {
 
 fn header_name(flag: &'static str, name: &str) -> Result<String, ConfigError> {
     let lower = name.trim().to_ascii_lowercase();
-    axum::http::HeaderName::from_bytes(lower.as_bytes())
-        .map_err(|_| ConfigError::Invalid {
-            flag,
-            problem: format!("{name:?} is not a header name"),
-        })?;
+    axum::http::HeaderName::from_bytes(lower.as_bytes()).map_err(|_| ConfigError::Invalid {
+        flag,
+        problem: format!("{name:?} is not a header name"),
+    })?;
     if lower == "authorization" {
         return Err(ConfigError::Invalid {
             flag,
@@ -96,8 +97,9 @@ impl TrustedProxy {
             if !cidrs.is_empty() || groups_header.is_some() {
                 return Err(ConfigError::Invalid {
                     flag: "--trusted-proxy-header",
-                    problem: "is required with --trusted-proxy-cidr and --trusted-proxy-groups-header"
-                        .into(),
+                    problem:
+                        "is required with --trusted-proxy-cidr and --trusted-proxy-groups-header"
+                            .into(),
                 });
             }
             return Ok(None);

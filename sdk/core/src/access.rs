@@ -174,9 +174,9 @@ impl<'de> Deserialize<'de> for Environments {
             Star(String),
             List(BTreeSet<String>),
         }
-        match Wire::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("expected \"*\" or a list of environment keys")
-        })? {
+        match Wire::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("expected \"*\" or a list of environment keys"))?
+        {
             Wire::Star(s) if s == "*" => Ok(Environments::All),
             Wire::Star(s) => Err(serde::de::Error::custom(format!(
                 "{s:?}: expected \"*\" or a list of environment keys"
@@ -266,7 +266,9 @@ fn invalid(path: &str, problem: impl Into<String>) -> CommandError {
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 impl AccessState {

@@ -212,10 +212,7 @@ impl State {
                     })
                 }),
             ),
-            Command::Configure(_) => (
-                "settings".to_owned(),
-                Some(content_of(&self.settings, &[])),
-            ),
+            Command::Configure(_) => ("settings".to_owned(), Some(content_of(&self.settings, &[]))),
             Command::PutRole { name, .. } | Command::DeleteRole { name } => (
                 format!("role:{name}"),
                 self.access

@@ -117,19 +117,29 @@ pub enum Command {
         environments: Environments,
     },
     /// Refused while a binding names the role.
-    DeleteRole { name: String },
+    DeleteRole {
+        name: String,
+    },
     /// Creates or replaces the roles bound to a subject.
     PutBinding {
         subject: String,
         roles: std::collections::BTreeSet<String>,
     },
-    DeleteBinding { subject: String },
+    DeleteBinding {
+        subject: String,
+    },
     /// Stores a new SDK key's id and hash (never the key).
     CreateSdkKey(SdkKeyRequest),
-    RevokeSdkKey { env: String, id: String },
+    RevokeSdkKey {
+        env: String,
+        id: String,
+    },
     /// Changes nothing but the audit log: records a change made outside
     /// the replicated state (a membership change).
-    Record { action: String, target: String },
+    Record {
+        action: String,
+        target: String,
+    },
 }
 
 impl Command {

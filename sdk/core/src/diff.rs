@@ -153,6 +153,9 @@ mod tests {
             ]
         );
         assert!(diff(&old, &old).is_empty());
-        assert_eq!(diff(&Value::Null, &json!({"k": 1}))[0].op, ChangeOp::Replace);
+        assert_eq!(
+            diff(&Value::Null, &json!({"k": 1}))[0].op,
+            ChangeOp::Replace
+        );
     }
 }

@@ -161,13 +161,19 @@ fn key_request(env: &str, id: &str) -> SdkKeyRequest {
 #[test]
 fn sdk_keys_are_created_revoked_and_go_with_their_environment() {
     let mut h = Harness::new();
-    h.ok(Command::CreateSdkKey(key_request("prod", "0123456789abcdef")));
+    h.ok(Command::CreateSdkKey(key_request(
+        "prod",
+        "0123456789abcdef",
+    )));
     let key = &h.state.access.sdk_keys["0123456789abcdef"];
     assert_eq!(key.env, "prod");
     assert!(key.revoked_at_ms.is_none());
     // Unknown environment, bad id, duplicate id.
     assert!(matches!(
-        h.run(Command::CreateSdkKey(key_request("dev", "1123456789abcdef"))),
+        h.run(Command::CreateSdkKey(key_request(
+            "dev",
+            "1123456789abcdef"
+        ))),
         Err(CommandError::EnvironmentNotFound { .. })
     ));
     assert!(matches!(
@@ -175,7 +181,10 @@ fn sdk_keys_are_created_revoked_and_go_with_their_environment() {
         Err(CommandError::Invalid(_))
     ));
     assert!(matches!(
-        h.run(Command::CreateSdkKey(key_request("prod", "0123456789abcdef"))),
+        h.run(Command::CreateSdkKey(key_request(
+            "prod",
+            "0123456789abcdef"
+        ))),
         Err(CommandError::Invalid(_))
     ));
     // Revoked only in its own environment; a second revocation is a no-op.
@@ -196,7 +205,10 @@ fn sdk_keys_are_created_revoked_and_go_with_their_environment() {
         env: "prod".into(),
         id: "0123456789abcdef".into(),
     });
-    assert_eq!(h.state.access.sdk_keys["0123456789abcdef"].revoked_at_ms, at);
+    assert_eq!(
+        h.state.access.sdk_keys["0123456789abcdef"].revoked_at_ms,
+        at
+    );
     // Deleting the environment deletes its keys.
     h.ok(Command::DeleteEnvironment {
         key: "prod".into(),
@@ -208,8 +220,7 @@ fn sdk_keys_are_created_revoked_and_go_with_their_environment() {
 #[test]
 fn every_command_leaves_an_audit_entry_with_digests_and_a_diff() {
     let mut h = Harness::new();
-    let flag: Flag =
-        serde_json::from_value(json!({"key": "checkout", "kind": "boolean"})).unwrap();
+    let flag: Flag = serde_json::from_value(json!({"key": "checkout", "kind": "boolean"})).unwrap();
     h.ok(Command::UpsertFlag {
         env: "prod".into(),
         flag: flag.clone(),
@@ -228,7 +239,10 @@ fn every_command_leaves_an_audit_entry_with_digests_and_a_diff() {
         flag: flag.clone(),
         expected_revision: Some(1),
     });
-    assert!(matches!(refused, Err(CommandError::RevisionConflict { .. })));
+    assert!(matches!(
+        refused,
+        Err(CommandError::RevisionConflict { .. })
+    ));
     h.ok(Command::Publish {
         env: "prod".into(),
         message: String::new(),
@@ -287,7 +301,10 @@ fn every_command_leaves_an_audit_entry_with_digests_and_a_diff() {
     assert_eq!(last[1].outcome, "ok");
     assert_eq!(last[1].diff[0].path, "/killed");
     // Paging by sequence number.
-    assert_eq!(h.state.audit.after(5).map(|e| e.seq).collect::<Vec<_>>(), [6, 7]);
+    assert_eq!(
+        h.state.audit.after(5).map(|e| e.seq).collect::<Vec<_>>(),
+        [6, 7]
+    );
 }
 
 #[test]

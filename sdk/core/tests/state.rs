@@ -545,10 +545,7 @@ fn retried_commands_apply_once() {
     );
     // Nothing changed but the audit log, which records the retry.
     assert_eq!(digest_without_audit(&h.state), digest);
-    assert_eq!(
-        h.state.audit.entries().last().unwrap().outcome,
-        "replayed"
-    );
+    assert_eq!(h.state.audit.entries().last().unwrap().outcome, "replayed");
     // A refusal is not remembered: its retry is evaluated again, and can
     // succeed once the state allows it.
     let publish_b = h.envelope(Command::Publish {
