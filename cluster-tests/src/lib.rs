@@ -110,6 +110,8 @@ pub struct Cluster {
     /// `PULSEPLANE_LOG` for the nodes (default `PULSEPLANE_TEST_LOG`, else
     /// `info,openraft=warn`).
     pub log_filter: Option<String>,
+    /// `http`, or `https` for nodes started with TLS.
+    pub scheme: &'static str,
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -133,6 +135,7 @@ impl Cluster {
             bin: node_binary(),
             common_flags: Vec::new(),
             log_filter: None,
+            scheme: "http",
         }
     }
 
@@ -150,8 +153,24 @@ impl Cluster {
     /// As [`Cluster::start_with`], with the nodes' `PULSEPLANE_LOG` filter.
     pub async fn start_logging(n: u64, flags: &[&str], log_filter: Option<&str>) -> Cluster {
         let mut c = Cluster::new();
-        c.common_flags = flags.iter().map(|s| s.to_string()).collect();
         c.log_filter = log_filter.map(str::to_owned);
+        c.form(n, flags).await;
+        c
+    }
+
+    /// As [`Cluster::start_with`], over TLS: the flags must give the nodes
+    /// a certificate, and `ca_pem` is what the harness's client trusts.
+    pub async fn start_tls(n: u64, flags: &[&str], ca_pem: &[u8]) -> Cluster {
+        let mut c = Cluster::new();
+        c.scheme = "https";
+        c.client = Client::with_ca(ca_pem);
+        c.form(n, flags).await;
+        c
+    }
+
+    async fn form(&mut self, n: u64, flags: &[&str]) {
+        let c = self;
+        c.common_flags = flags.iter().map(|s| s.to_string()).collect();
         let members: Vec<(u64, String)> = (1..=n)
             .map(|id| (id, format!("127.0.0.1:{}", free_port())))
             .collect();
@@ -169,7 +188,6 @@ impl Cluster {
         for id in 1..=n {
             c.wait_ready(id, Duration::from_secs(30)).await;
         }
-        c
     }
 
     /// Registers a node (not started). `initial_cluster` is `None` for a
@@ -319,9 +337,9 @@ impl Cluster {
         &self.node(id).addr
     }
 
-    /// `http://addr`.
+    /// `http://addr`, or `https://addr` over TLS.
     pub fn url(&self, id: u64) -> String {
-        format!("http://{}", self.addr(id))
+        format!("{}://{}", self.scheme, self.addr(id))
     }
 
     /// Ids of nodes whose process is running.
@@ -465,6 +483,21 @@ impl Client {
                 .pool_max_idle_per_host(16)
                 .build()
                 .expect("http client"),
+            token: TOKEN.into(),
+        }
+    }
+
+    /// A client that trusts the CA certificates in `ca_pem` (for nodes
+    /// served over TLS).
+    pub fn with_ca(ca_pem: &[u8]) -> Client {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .pool_max_idle_per_host(16);
+        for cert in reqwest::Certificate::from_pem_bundle(ca_pem).expect("CA PEM") {
+            builder = builder.add_root_certificate(cert);
+        }
+        Client {
+            http: builder.build().expect("http client"),
             token: TOKEN.into(),
         }
     }

@@ -12,6 +12,7 @@ use crate::identity::jwt::{JwtFlags, JwtVerifier};
 use crate::identity::proxy::TrustedProxy;
 use crate::notify::RedisConfig;
 use crate::secret::Secret;
+use crate::tls::TlsSettings;
 
 /// `pulseplane-node`: one member of a Pulseplane cluster.
 #[derive(Debug, Clone, Parser)]
@@ -166,6 +167,17 @@ pub struct Cli {
     /// variable.
     #[arg(long, env = "PULSEPLANE_TRUSTED_PROXY_CIDR", value_delimiter = ',')]
     pub trusted_proxy_cidr: Vec<String>,
+    /// A PEM certificate (chain): serve the API and the peer transport over
+    /// TLS only, and call peers over TLS.
+    #[arg(long, env = "PULSEPLANE_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's PEM private key.
+    #[arg(long, env = "PULSEPLANE_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates that peers' certificates must chain to (default:
+    /// the chain in --tls-cert-file).
+    #[arg(long, env = "PULSEPLANE_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
     /// Require `cluster.read` for `/metrics` (open by default).
     #[arg(long, env = "PULSEPLANE_PROTECT_METRICS")]
     pub protect_metrics: bool,
@@ -219,6 +231,8 @@ pub struct NodeConfig {
     pub trusted_proxy: Option<TrustedProxy>,
     pub protect_metrics: bool,
     pub protect_health: bool,
+    /// TLS for the listener and peer calls, when configured.
+    pub tls: Option<TlsSettings>,
 }
 
 /// A configuration mistake, reported before the node binds.
@@ -386,6 +400,11 @@ impl Cli {
             groups_claim: self.jwt_groups_claim.clone(),
             leeway: self.jwt_leeway,
         })?;
+        let tls = crate::tls::load(
+            self.tls_cert_file.as_ref(),
+            self.tls_key_file.as_ref(),
+            self.tls_ca_file.as_ref(),
+        )?;
         let trusted_proxy = TrustedProxy::from_flags(
             self.trusted_proxy_header.as_deref(),
             self.trusted_proxy_groups_header.as_deref(),
@@ -487,6 +506,7 @@ impl Cli {
             trusted_proxy,
             protect_metrics: self.protect_metrics,
             protect_health: self.protect_health,
+            tls,
         })
     }
 

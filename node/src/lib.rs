@@ -4,6 +4,7 @@
 //! - `config`: flags and `PULSEPLANE_*` variables, checked into a `NodeConfig`
 //! - `datadir`: the data dir's lock and identity
 //! - `secret`: secrets and tokens (redacted, compared in constant time)
+//! - `tls`: the TLS listener and peer trust
 //! - `identity`: who is calling (JWT, trusted proxy, admin token, SDK keys)
 //! - `node`: one running node and [`node::run`]
 //! - `raft`: Raft start-up, the peer transport and membership
@@ -24,4 +25,5 @@ pub mod node;
 pub mod notify;
 pub mod raft;
 pub mod secret;
+pub mod tls;
 pub mod write;

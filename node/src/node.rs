@@ -72,6 +72,8 @@ pub enum NodeError {
     Serve(std::io::Error),
     #[error("--redis-url: {0}")]
     Redis(String),
+    #[error("--tls-ca-file: {0}")]
+    PeerTls(String),
 }
 
 /// Why a node is not ready.
@@ -419,7 +421,8 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         })?;
     let (log, sm) = pulseplane_raft_store::open(&dir.raft_path())?;
     let log_metrics = log.metrics();
-    let peers = PeerClient::new(cluster_secret.clone());
+    let peers =
+        PeerClient::new(cluster_secret.clone(), cfg.tls.as_ref()).map_err(NodeError::PeerTls)?;
     let raft = raft::start(&cfg, log, sm.clone(), peers.clone()).await?;
     let tasks = CancellationToken::new();
     let metrics = Arc::new(Metrics {
@@ -480,15 +483,21 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         node = cfg.node_id,
         listen = %cfg.listen,
         advertise = %cfg.advertise,
+        tls = cfg.tls.is_some(),
         data_dir = %cfg.data_dir.display(),
         "pulseplane-node serving"
     );
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .await;
+    let served = match &cfg.tls {
+        Some(tls) => crate::tls::serve(listener, app, tls, shutdown.clone()).await,
+        None => {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+        }
+    };
     info!("stopped accepting requests; stopping raft");
     tasks.cancel();
     let _ = batcher.await;

@@ -5,14 +5,14 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-/// A non-empty secret string.
+/// A non-empty secret string, with its SHA-256 kept for comparisons.
 #[derive(Clone)]
-pub struct Secret(String);
+pub struct Secret(String, [u8; 32]);
 
 impl Secret {
     /// `None` when `text` is empty.
     pub fn new(text: &str) -> Option<Secret> {
-        (!text.is_empty()).then(|| Secret(text.to_owned()))
+        (!text.is_empty()).then(|| Secret(text.to_owned(), Sha256::digest(text.as_bytes()).into()))
     }
 
     /// 32 random bytes as 64 hex digits.
@@ -26,7 +26,9 @@ impl Secret {
             }
             bytes = fallback;
         }
-        Secret(hex(&bytes))
+        let text = hex(&bytes);
+        let digest = Sha256::digest(text.as_bytes()).into();
+        Secret(text, digest)
     }
 
     /// The secret itself, for sending to a peer or writing to a file.
@@ -37,9 +39,9 @@ impl Secret {
     /// Whether `candidate` equals the secret, in time independent of where
     /// they differ.
     pub fn matches(&self, candidate: &[u8]) -> bool {
-        let a = Sha256::digest(self.0.as_bytes());
         let b = Sha256::digest(candidate);
-        a.iter()
+        self.1
+            .iter()
             .zip(b.iter())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0

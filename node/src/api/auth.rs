@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::api::ApiError;
 use crate::api::request_id;
-use crate::identity::{AuthFailure, Caller};
+use crate::identity::{AuthFailure, Caller, Principal};
 use crate::node::Node;
 
 /// What an endpoint needs.
@@ -328,9 +328,16 @@ pub async fn authorize(State(node): State<Arc<Node>>, req: Request, next: Next) 
             return r;
         }
     };
-    let caller = node
-        .sm
-        .read(|_, state| Caller::resolve(principal, &state.access));
+    // Only users have roles to look up.
+    let caller = match principal {
+        Principal::User { .. } => node
+            .sm
+            .read(|_, state| Caller::resolve(principal, &state.access)),
+        other => Caller {
+            principal: other,
+            roles: Vec::new(),
+        },
+    };
     let env = match need {
         Need::Env(_) => RawPathParams::from_request_parts(&mut parts, &())
             .await

@@ -9,7 +9,7 @@ use pulseplane_core::Snapshot;
 /// Why `export` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("--endpoint {0:?} must be an http:// URL (this build has no TLS client)")]
+    #[error("--endpoint {0:?} must be an http:// URL (the CLI does not speak TLS yet)")]
     Endpoint(String),
     #[error("the node answered version {got} of {env}, older than --min-version {want}")]
     TooOld { env: String, got: u64, want: u64 },

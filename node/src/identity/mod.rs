@@ -168,9 +168,8 @@ impl Authenticator {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthFailure::Malformed)?;
-        if self.admin_token.matches(token.as_bytes()) {
-            return Ok(Principal::Admin);
-        }
+        // SDK keys (the most frequent callers) first; the shape is
+        // `ppk_<16 hex>_<64 hex>`.
         if let Some(id) = sdk_key::id_of(token) {
             let key = sdk_key(id).ok_or(AuthFailure::UnknownToken)?;
             if !sdk_key::matches(token, &key.hash) {
@@ -183,6 +182,9 @@ impl Authenticator {
                 id: key.id,
                 env: key.env,
             });
+        }
+        if self.admin_token.matches(token.as_bytes()) {
+            return Ok(Principal::Admin);
         }
         if JwtVerifier::looks_like_jwt(token) {
             let Some(jwt) = &self.jwt else {

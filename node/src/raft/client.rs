@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::secret::Secret;
+use crate::tls::TlsSettings;
 
 /// Header carrying the cluster secret.
 pub const SECRET_HEADER: &str = "x-pulseplane-cluster-secret";
@@ -46,21 +47,38 @@ pub enum PeerError {
 pub struct PeerClient {
     http: reqwest::Client,
     secret: Secret,
+    /// `http` or, with TLS, `https`.
+    scheme: &'static str,
 }
 
 impl PeerClient {
-    pub fn new(secret: Secret) -> PeerClient {
-        let http = reqwest::Client::builder()
+    /// With `tls`, peers are called over HTTPS and must present a
+    /// certificate for their address that chains to its CAs.
+    pub fn new(secret: Secret, tls: Option<&TlsSettings>) -> Result<PeerClient, String> {
+        let mut builder = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(1))
+            .connect_timeout(Duration::from_secs(1));
+        if let Some(tls) = tls {
+            let roots = reqwest::Certificate::from_pem_bundle(&tls.ca_pem)
+                .map_err(|e| format!("the peer CA certificates: {e}"))?;
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+            builder = builder.https_only(true);
+        }
+        let http = builder
             .build()
-            .unwrap_or_default();
-        PeerClient { http, secret }
+            .map_err(|e| format!("cannot build the peer client: {e}"))?;
+        Ok(PeerClient {
+            http,
+            secret,
+            scheme: if tls.is_some() { "https" } else { "http" },
+        })
     }
 
-    /// POSTs `body` to `http://{address}{path}` and decodes the answer.
+    /// POSTs `body` to `{scheme}://{address}{path}` and decodes the answer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         address: &str,
@@ -72,7 +90,7 @@ impl PeerClient {
         let bytes = rmp_serde::to_vec_named(body).map_err(|e| PeerError::Encode(e.to_string()))?;
         let mut request = self
             .http
-            .post(format!("http://{address}{path}"))
+            .post(format!("{}://{address}{path}", self.scheme))
             .header(SECRET_HEADER, self.secret.expose())
             .header(TARGET_HEADER, target.to_string())
             .header(reqwest::header::CONTENT_TYPE, MSGPACK);

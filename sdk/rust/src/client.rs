@@ -383,11 +383,17 @@ impl Client {
             inner.install(Loaded::new(parsed, source));
             release_freed_memory();
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(inner.config.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|e| ConfigError::Http(e.to_string()))?;
+            .pool_idle_timeout(Duration::from_secs(90));
+        if let Some(pem) = &inner.config.tls_ca_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ConfigError::Http(format!("tls_ca_pem: {e}")))?;
+            for root in roots {
+                http = http.add_root_certificate(root);
+            }
+        }
+        let http = http.build().map_err(|e| ConfigError::Http(e.to_string()))?;
         let client = Client {
             _stop: Arc::new(StopOnDrop(stop)),
             inner: inner.clone(),

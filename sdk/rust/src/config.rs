@@ -12,7 +12,7 @@ use crate::hooks::Hook;
 pub enum ConfigError {
     #[error("environment {0:?}: {1}")]
     Environment(String, String),
-    #[error("endpoint {0:?}: must be an http:// URL with a host")]
+    #[error("endpoint {0:?}: must be an http:// or https:// URL with a host")]
     Endpoint(String),
     #[error("{0}: must be more than zero")]
     Zero(&'static str),
@@ -45,6 +45,8 @@ pub struct Config {
     pub(crate) redis_url: Option<String>,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) redis_prefix: String,
+    /// PEM CA certificates trusted for `https://` endpoints.
+    pub(crate) tls_ca_pem: Option<Vec<u8>>,
 }
 
 /// Builds a [`crate::Client`]: `Client::builder("prod").endpoints([...]).start().await`.
@@ -73,11 +75,13 @@ impl Builder {
                 hooks: Vec::new(),
                 redis_url: None,
                 redis_prefix: "pulseplane".into(),
+                tls_ca_pem: None,
             },
         }
     }
 
-    /// Node base URLs (`http://host:port`); any node serves the snapshot.
+    /// Node base URLs (`http://host:port`, or `https://` for nodes served
+    /// over TLS); any node serves the snapshot.
     pub fn endpoints<I, S>(mut self, endpoints: I) -> Builder
     where
         I: IntoIterator<Item = S>,
@@ -90,9 +94,17 @@ impl Builder {
         self
     }
 
-    /// The bearer token sent on every poll.
+    /// The bearer token sent on every poll: an SDK key for the
+    /// environment.
     pub fn sdk_key(mut self, key: &str) -> Builder {
         self.config.sdk_key = key.to_owned();
+        self
+    }
+
+    /// The CA certificates (PEM) that `https://` endpoints' certificates
+    /// must chain to. Without it no `https://` endpoint is trusted.
+    pub fn tls_ca_pem(mut self, pem: &[u8]) -> Builder {
+        self.config.tls_ca_pem = Some(pem.to_vec());
         self
     }
 
@@ -202,6 +214,7 @@ impl Builder {
         }
         if let Some(e) = c.endpoints.iter().find(|e| {
             e.strip_prefix("http://")
+                .or_else(|| e.strip_prefix("https://"))
                 .is_none_or(|rest| rest.is_empty() || rest.starts_with('/'))
         }) {
             return Err(ConfigError::Endpoint(e.clone()));

@@ -143,7 +143,11 @@ async fn configurations_that_cannot_work_are_refused() {
         Some(ConfigError::Environment(..))
     ));
     assert!(matches!(
-        refused(Client::builder("prod").endpoints(["https://x:1"])).await,
+        refused(Client::builder("prod").endpoints(["ftp://x:1"])).await,
+        Some(ConfigError::Endpoint(_))
+    ));
+    assert!(matches!(
+        refused(Client::builder("prod").endpoints(["https://"])).await,
         Some(ConfigError::Endpoint(_))
     ));
     assert!(matches!(
