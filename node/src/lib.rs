@@ -13,8 +13,10 @@
 //! - `metrics`: counters and the `/metrics` text
 //! - `write`: the write path (batching on the leader, forwarding from followers)
 //! - `api`: the HTTP API (public and admin)
+//! - `backup`: backup files and `pulseplane-node restore`
 //! - `cli`: the `pulseplane` operator commands
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod datadir;

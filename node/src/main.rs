@@ -3,11 +3,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use pulseplane_node::backup::RestoreCli;
 use pulseplane_node::config::Cli;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "restore") {
+        return restore(args);
+    }
     let cli = Cli::parse();
     let cfg = match cli.into_config() {
         Ok(cfg) => cfg,
@@ -56,6 +61,40 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `pulseplane-node restore ...`: seeds a data dir from a backup.
+fn restore(mut args: Vec<std::ffi::OsString>) -> ExitCode {
+    args.remove(1);
+    let cli = RestoreCli::parse_from(args);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pulseplane-node restore: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli.run()) {
+        Ok(r) => {
+            println!(
+                "restored state {} (applied index {} of the source, {} environments) into {} as node {} of {:?}; start the members with the same --initial-cluster",
+                r.digest,
+                r.applied_index,
+                r.environments,
+                cli.data_dir.display(),
+                cli.node_id,
+                r.members
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pulseplane-node restore: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 async fn wait_for_signal() {

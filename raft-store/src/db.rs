@@ -24,6 +24,8 @@ pub enum StoreError {
     Corrupt(#[from] serde_json::Error),
     #[error("cannot rebuild the applied state: {0}")]
     Replay(String),
+    #[error("cannot seed the store: {0}")]
+    Seed(String),
 }
 
 /// Opens (creating when missing) the store at `path` and returns its log

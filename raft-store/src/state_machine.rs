@@ -249,6 +249,43 @@ impl StateMachineStore {
         })
     }
 
+    /// Seeds an empty store with `state` as its first snapshot, at log id
+    /// (term 0, node 0, index 0) and with `members` as the voters: a node
+    /// started on it is a member of a new cluster whose state begins as
+    /// `state` (a restore from a backup). Refused when the store holds
+    /// anything.
+    pub async fn seed(
+        &mut self,
+        state: State,
+        members: std::collections::BTreeMap<NodeId, BasicNode>,
+    ) -> Result<(), StoreError> {
+        if self.read_lock().last_applied.is_some() {
+            return Err(StoreError::Seed(
+                "it is not empty: only a new data dir can be seeded".into(),
+            ));
+        }
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(0, 0), 0);
+        let voters = members.keys().copied().collect();
+        let membership = StoredMembership::new(
+            Some(log_id),
+            openraft::Membership::new(vec![voters], members),
+        );
+        let applied = Applied {
+            last_applied: Some(log_id),
+            membership: membership.clone(),
+            state,
+        };
+        let data = serde_json::to_vec(&applied)?;
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id),
+            last_membership: membership,
+            snapshot_id: "restore-0".to_owned(),
+        };
+        self.install_snapshot(&meta, Box::new(Cursor::new(data)))
+            .await
+            .map_err(|e| StoreError::Seed(e.to_string()))
+    }
+
     fn read_lock(&self) -> RwLockReadGuard<'_, Applied> {
         // A poisoned lock only means a panic elsewhere; the data is whole.
         self.applied.read().unwrap_or_else(|p| p.into_inner())

@@ -18,6 +18,7 @@ use crate::api::auth::Actor;
 use crate::api::common::WriteBody;
 use crate::api::common::{WriteOk, parse_body, read_barrier, read_response, submit};
 use crate::api::error::ErrorBody;
+use crate::backup::Backup;
 use crate::config::check_address;
 use crate::node::Node;
 use crate::raft::membership::ClusterStatus;
@@ -30,6 +31,7 @@ pub fn router() -> Router<Arc<Node>> {
         .route("/admin/v1/cluster", get(cluster))
         .route("/admin/v1/node", get(this_node))
         .route("/admin/v1/snapshot", axum::routing::post(snapshot))
+        .route("/admin/v1/backup", get(backup))
         .route("/admin/v1/cluster/nodes", axum::routing::post(add_node))
         .route("/admin/v1/cluster/nodes/{id}", delete(remove_node))
         .route("/admin/v1/settings", get(settings).put(configure))
@@ -305,4 +307,49 @@ pub(crate) async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, 
         snapshot_bytes: node.sm.snapshot_bytes(),
     })
     .into_response())
+}
+
+/// `GET /admin/v1/backup`: a consistent copy of the whole state. The node
+/// first applies everything committed when the request came (a
+/// linearizable read), then copies its state at one applied index.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/backup",
+    tag = "admin",
+    summary = "A consistent backup of the whole state",
+    responses(
+        (status = 200, description = "The backup file (format pulseplane-backup/1)", body = Object, content_type = "application/json"),
+        (status = "4XX", description = "Unauthenticated or not allowed", body = ErrorBody),
+        (status = 503, description = "No leader, timeout, catching up or stopping (with Retry-After)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn backup(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    read_barrier(&node, Some("linearizable")).await?;
+    let (applied, state) = node.sm.state();
+    let index = applied.map_or(0, |l| l.index);
+    let id = node.id;
+    // Hashing and encoding a large state is CPU work: off the runtime.
+    let bytes = tokio::task::spawn_blocking(move || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        serde_json::to_vec(&Backup::of(state, id, index, now))
+    })
+    .await
+    .map_err(|e| ApiError::unavailable("backup_failed", e.to_string()))?
+    .map_err(|e| ApiError::unavailable("backup_failed", e.to_string()))?;
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            ),
+            (
+                axum::http::HeaderName::from_static(crate::api::common::APPLIED_INDEX_HEADER),
+                axum::http::HeaderValue::from(index),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
 }

@@ -197,6 +197,7 @@ pub const ROUTES: &[(&str, &str, Need)] = &[
         "/admin/v1/snapshot",
         Need::Cluster(P::ClusterManage),
     ),
+    ("GET", "/admin/v1/backup", Need::Cluster(P::ClusterManage)),
     (
         "POST",
         "/admin/v1/cluster/nodes",

@@ -49,6 +49,7 @@ use crate::api::{
         admin::cluster,
         admin::this_node,
         admin::snapshot,
+        admin::backup,
         admin::add_node,
         admin::remove_node,
         admin::settings,
