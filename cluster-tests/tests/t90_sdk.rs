@@ -324,3 +324,69 @@ async fn a_kill_switch_arrives_before_the_next_poll() {
     assert_eq!(changes[0].old_value, Some(json!(true)));
     assert_eq!(changes[0].new_value, Some(json!(false)));
 }
+
+/// Fleet convergence with three SDK instances, one of them lagging (it
+/// polls once a minute and so still holds the old version): sdk-status
+/// lists all three with the version each holds, counts two converged, and
+/// the metric agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_status_shows_the_lagging_instance() {
+    let c = Cluster::start(3).await;
+    c.create_env(1, "prod").await;
+    let on = json!({"key": "a", "kind": "boolean", "default": {"variant": "on"}});
+    let v1 = c.put_and_publish(1, "prod", "a", &on).await.unwrap();
+    let start = |node: u64, long_poll: bool| {
+        Client::builder("prod")
+            .endpoints([c.url(node)])
+            .sdk_key(TOKEN)
+            .long_poll(long_poll)
+            .poll_interval(Duration::from_secs(60))
+            .long_poll_wait(Duration::from_secs(10))
+            .start()
+    };
+    let fast_a = start(1, true).await.unwrap();
+    let fast_b = start(2, true).await.unwrap();
+    let slow = start(3, false).await.unwrap();
+    for client in [&fast_a, &fast_b, &slow] {
+        assert!(client.wait_ready(Duration::from_secs(10)).await);
+        assert_eq!(client.version(), v1);
+    }
+    // Let every instance's first poll reach its node.
+    wait_until(Duration::from_secs(10), "three instances seen", || async {
+        let (_, v) = c
+            .client
+            .get(&c.url(1), "/v1/environments/prod/sdk-status")
+            .await
+            .ok()?;
+        (v["instances"] == 3).then_some(())
+    })
+    .await;
+    let off = json!({"key": "a", "kind": "boolean", "default": {"variant": "off"}});
+    let v2 = c.put_and_publish(1, "prod", "a", &off).await.unwrap();
+    let status = wait_until(Duration::from_secs(15), "two of three converged", || async {
+        let (s, v) = c
+            .client
+            .get(&c.url(2), "/v1/environments/prod/sdk-status")
+            .await
+            .ok()?;
+        assert_eq!(s, 200, "{v}");
+        (v["converged"] == 2 && v["instances"] == 3).then_some(v)
+    })
+    .await;
+    assert_eq!(status["version"], v2, "{status}");
+    let items = status["items"].as_array().unwrap();
+    let lagging: Vec<&serde_json::Value> =
+        items.iter().filter(|i| i["on_latest"] == false).collect();
+    assert_eq!(lagging.len(), 1, "{status}");
+    assert_eq!(lagging[0]["instance"], slow.instance_id());
+    assert_eq!(lagging[0]["version"], v1);
+    assert_eq!(lagging[0]["node"], 3);
+    assert_eq!(slow.version(), v1);
+    // Each node's metric counts the instances that poll it.
+    let converged_on_3 = c
+        .metric(3, "pulseplane_sdk_instances_converged{env=\"prod\"}")
+        .await;
+    assert_eq!(converged_on_3, Some(0.0));
+    let instances_on_3 = c.metric(3, "pulseplane_sdk_instances{env=\"prod\"}").await;
+    assert_eq!(instances_on_3, Some(1.0));
+}

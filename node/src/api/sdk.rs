@@ -329,6 +329,11 @@ pub(crate) async fn snapshot(
     // An environment that appeared while the poll waited is counted from
     // its next poll.
     if let Some(actor) = actor {
+        // An instance sent a whole snapshot holds that version from now on
+        // (or a newer one it already had).
+        if let (Some(i), false) = (instance, not_modified) {
+            actor.saw_instance(i, p.version.max(have.unwrap_or(0)));
+        }
         actor.count_poll(not_modified, q.wait.is_some());
     }
     Ok(snapshot_response(&node, &p, headers, not_modified))
