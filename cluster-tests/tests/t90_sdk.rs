@@ -363,15 +363,19 @@ async fn fleet_status_shows_the_lagging_instance() {
     .await;
     let off = json!({"key": "a", "kind": "boolean", "default": {"variant": "off"}});
     let v2 = c.put_and_publish(1, "prod", "a", &off).await.unwrap();
-    let status = wait_until(Duration::from_secs(15), "two of three converged", || async {
-        let (s, v) = c
-            .client
-            .get(&c.url(2), "/v1/environments/prod/sdk-status")
-            .await
-            .ok()?;
-        assert_eq!(s, 200, "{v}");
-        (v["converged"] == 2 && v["instances"] == 3).then_some(v)
-    })
+    let status = wait_until(
+        Duration::from_secs(15),
+        "two of three converged",
+        || async {
+            let (s, v) = c
+                .client
+                .get(&c.url(2), "/v1/environments/prod/sdk-status")
+                .await
+                .ok()?;
+            assert_eq!(s, 200, "{v}");
+            (v["converged"] == 2 && v["instances"] == 3).then_some(v)
+        },
+    )
     .await;
     assert_eq!(status["version"], v2, "{status}");
     let items = status["items"].as_array().unwrap();
