@@ -79,10 +79,16 @@ impl Source {
             version,
             applied_index,
             published_at_ms: record.map(|r| r.at_ms),
-            flags: record
-                .map(|r| r.flags.keys().filter_map(|k| e.published_flag(k)).collect())
-                .unwrap_or_default(),
-            segments: record.map(|r| e.version_segments(r)).unwrap_or_default(),
+            flags: e
+                .published_flags
+                .keys()
+                .filter_map(|k| e.published_flag(k))
+                .collect(),
+            segments: e
+                .published_segments
+                .iter()
+                .filter_map(|(k, rev)| e.segment_revisions.get(k)?.get(rev).cloned())
+                .collect(),
         }
     }
 }

@@ -198,8 +198,8 @@ pub(crate) async fn read(
         let diff = with_diff.then(|| {
             // The versioned content, without the kill switch applied.
             let published = e
-                .version_record(e.version())
-                .and_then(|r| r.flags.get(&key))
+                .published_flags
+                .get(&key)
                 .and_then(|rev| e.flag_revisions.get(&key)?.get(rev));
             diff_items(published, view.draft.as_ref())
         });

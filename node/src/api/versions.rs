@@ -170,13 +170,10 @@ fn content(
     env: &str,
     v: u64,
 ) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), ApiError> {
-    if v == 0 {
-        return Ok(Default::default());
-    }
-    let r = e
-        .version_record(v)
+    let c = e
+        .version_content(v)
         .ok_or_else(|| version_not_found(env, v))?;
-    Ok((r.flags.clone(), r.segments.clone()))
+    Ok((c.flags, c.segments))
 }
 
 fn diff_maps<T: Serialize>(
@@ -252,10 +249,13 @@ pub(crate) async fn read(
         let r = e
             .version_record(version)
             .ok_or_else(|| version_not_found(&env, version))?;
+        let content = e
+            .version_content(version)
+            .ok_or_else(|| version_not_found(&env, version))?;
         let body = VersionContent {
             summary: VersionSummary::of(r),
-            flags: e.version_flags(r),
-            segments: e.version_segments(r),
+            flags: e.flags_of(&content),
+            segments: e.segments_of(&content),
             killed_now: e.kills.keys().cloned().collect(),
         };
         Ok(read_response(applied, &VersionRead::Content(body)))

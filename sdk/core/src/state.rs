@@ -182,10 +182,68 @@ pub struct VersionRecord {
     pub action: VersionAction,
     pub changed_flags: Vec<String>,
     pub changed_segments: Vec<String>,
-    /// Content: flag key → published revision.
+    /// How this version's content differs from the previous version's:
+    /// flag key → revision before and after (absent: not published). The
+    /// content of an older version is the current content with the
+    /// changes of every later version undone, so history costs what
+    /// changed, not the whole flag set per version.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub flag_changes: BTreeMap<String, RevisionChange>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub segment_changes: BTreeMap<String, RevisionChange>,
+}
+
+/// A published revision before and after a version (`[before, after]` on
+/// the wire; `null` for absent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionChange(pub Option<u64>, pub Option<u64>);
+
+/// Flag and segment key → published revision: what one version serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VersionContent {
     pub flags: BTreeMap<String, u64>,
-    /// Content: segment key → published revision.
     pub segments: BTreeMap<String, u64>,
+}
+
+/// The changes that turn `old` into `new`.
+fn revision_changes(
+    old: &BTreeMap<String, u64>,
+    new: &BTreeMap<String, u64>,
+) -> BTreeMap<String, RevisionChange> {
+    let mut out = BTreeMap::new();
+    for (k, b) in old {
+        let a = new.get(k).copied();
+        if a != Some(*b) {
+            out.insert(k.clone(), RevisionChange(Some(*b), a));
+        }
+    }
+    for (k, a) in new {
+        if !old.contains_key(k) {
+            out.insert(k.clone(), RevisionChange(None, Some(*a)));
+        }
+    }
+    out
+}
+
+/// Undoes `changes` in `content`, noting in `differs` the keys whose
+/// revision now differs from `head`.
+fn undo(
+    content: &mut BTreeMap<String, u64>,
+    changes: &BTreeMap<String, RevisionChange>,
+    head: &BTreeMap<String, u64>,
+    differs: &mut BTreeSet<String>,
+) {
+    for (k, RevisionChange(before, _)) in changes {
+        match before {
+            Some(r) => content.insert(k.clone(), *r),
+            None => content.remove(k),
+        };
+        if content.get(k) == head.get(k) {
+            differs.remove(k);
+        } else {
+            differs.insert(k.clone());
+        }
+    }
 }
 
 /// What made a version.
@@ -218,8 +276,13 @@ pub struct EnvState {
     pub revision_seq: u64,
     pub draft_flags: BTreeMap<String, Draft<Flag>>,
     pub draft_segments: BTreeMap<String, Draft<Segment>>,
-    /// Version n is at index n - 1.
+    /// The retained versions, oldest first.
     pub versions: Vec<VersionRecord>,
+    /// The latest version's content (empty before the first publish).
+    #[serde(default)]
+    pub published_flags: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub published_segments: BTreeMap<String, u64>,
     /// Every published flag revision, by key then revision.
     pub flag_revisions: BTreeMap<String, BTreeMap<u64, Flag>>,
     pub segment_revisions: BTreeMap<String, BTreeMap<u64, Segment>>,
@@ -579,6 +642,8 @@ impl EnvState {
             draft_flags: BTreeMap::new(),
             draft_segments: BTreeMap::new(),
             versions: Vec::new(),
+            published_flags: BTreeMap::new(),
+            published_segments: BTreeMap::new(),
             flag_revisions: BTreeMap::new(),
             segment_revisions: BTreeMap::new(),
             kills: BTreeMap::new(),
@@ -633,21 +698,55 @@ impl EnvState {
         self.versions.get(i)
     }
 
-    /// The content of a retained version as served to SDKs (kill switches
-    /// as they were in force when it was made are not replayed: the
-    /// content is the versioned flags, and `killed` lists the kills in
+    /// The content of a retained version (empty for version 0): the
+    /// current content with the changes of every later version undone.
+    pub fn version_content(&self, version: u64) -> Option<VersionContent> {
+        if version == 0 {
+            return Some(VersionContent::default());
+        }
+        self.version_record(version)?;
+        let mut c = VersionContent {
+            flags: self.published_flags.clone(),
+            segments: self.published_segments.clone(),
+        };
+        let mut scratch = BTreeSet::new();
+        for r in self
+            .versions
+            .iter()
+            .rev()
+            .take_while(|r| r.version > version)
+        {
+            undo(
+                &mut c.flags,
+                &r.flag_changes,
+                &self.published_flags,
+                &mut scratch,
+            );
+            undo(
+                &mut c.segments,
+                &r.segment_changes,
+                &self.published_segments,
+                &mut scratch,
+            );
+        }
+        Some(c)
+    }
+
+    /// The flags of a version's content as they were published (kill
+    /// switches as they were in force when it was made are not replayed:
+    /// the content is the versioned flags, and `killed` lists the kills in
     /// force now).
-    pub fn version_flags(&self, record: &VersionRecord) -> Vec<Flag> {
-        record
+    pub fn flags_of(&self, content: &VersionContent) -> Vec<Flag> {
+        content
             .flags
             .iter()
             .filter_map(|(k, rev)| self.flag_revisions.get(k)?.get(rev).cloned())
             .collect()
     }
 
-    /// The segments of a retained version.
-    pub fn version_segments(&self, record: &VersionRecord) -> Vec<Segment> {
-        record
+    /// The segments of a version's content.
+    pub fn segments_of(&self, content: &VersionContent) -> Vec<Segment> {
+        content
             .segments
             .iter()
             .filter_map(|(k, rev)| self.segment_revisions.get(k)?.get(rev).cloned())
@@ -665,14 +764,28 @@ impl EnvState {
         }
         let excess = self.versions.len() - keep;
         self.versions.drain(..excess);
+        // The revisions a retained version serves: the current ones, and
+        // those that later versions changed away from (undoing the changes
+        // of version i gives version i - 1; the oldest retained version's
+        // own changes lead to a dropped one).
         let mut flags: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
         let mut segments: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
-        for v in &self.versions {
-            for (k, r) in &v.flags {
-                flags.entry(k).or_default().insert(*r);
+        for (k, r) in &self.published_flags {
+            flags.entry(k).or_default().insert(*r);
+        }
+        for (k, r) in &self.published_segments {
+            segments.entry(k).or_default().insert(*r);
+        }
+        for v in self.versions.iter().skip(1) {
+            for (k, RevisionChange(before, _)) in &v.flag_changes {
+                if let Some(r) = before {
+                    flags.entry(k).or_default().insert(*r);
+                }
             }
-            for (k, r) in &v.segments {
-                segments.entry(k).or_default().insert(*r);
+            for (k, RevisionChange(before, _)) in &v.segment_changes {
+                if let Some(r) = before {
+                    segments.entry(k).or_default().insert(*r);
+                }
             }
         }
         let flags: BTreeMap<String, BTreeSet<u64>> =
@@ -699,19 +812,17 @@ impl EnvState {
 
     /// Published flag key → revision.
     pub fn current_flags(&self) -> BTreeMap<String, u64> {
-        self.current().map(|v| v.flags.clone()).unwrap_or_default()
+        self.published_flags.clone()
     }
 
     /// Published segment key → revision.
     pub fn current_segments(&self) -> BTreeMap<String, u64> {
-        self.current()
-            .map(|v| v.segments.clone())
-            .unwrap_or_default()
+        self.published_segments.clone()
     }
 
     /// The published flag with kill switches applied.
     pub fn published_flag(&self, key: &str) -> Option<Flag> {
-        let rev = *self.current()?.flags.get(key)?;
+        let rev = *self.published_flags.get(key)?;
         let mut flag = self.flag_revisions.get(key)?.get(&rev)?.clone();
         if self.kills.contains_key(key) {
             flag.enabled = false;
@@ -722,7 +833,7 @@ impl EnvState {
 
     /// The published segment.
     pub fn published_segment(&self, key: &str) -> Option<Segment> {
-        let rev = *self.current()?.segments.get(key)?;
+        let rev = *self.published_segments.get(key)?;
         self.segment_revisions.get(key)?.get(&rev).cloned()
     }
 
@@ -730,14 +841,14 @@ impl EnvState {
     /// one exists).
     pub fn has_unpublished_segment_changes(&self, key: &str) -> bool {
         let draft = self.draft_segments.get(key).map(|d| d.item.version);
-        let published = self.current().and_then(|v| v.segments.get(key).copied());
+        let published = self.published_segments.get(key).copied();
         draft != published
     }
 
     /// True when the draft differs from what is published (or only one exists).
     pub fn has_unpublished_changes(&self, key: &str) -> bool {
         let draft = self.draft_flags.get(key).map(|d| d.item.version);
-        let published = self.current().and_then(|v| v.flags.get(key).copied());
+        let published = self.published_flags.get(key).copied();
         draft != published
     }
 
@@ -746,13 +857,13 @@ impl EnvState {
         let Some(cur) = self.current() else {
             return Snapshot::new(&self.key, 0, None, Vec::new(), Vec::new());
         };
-        let flags = cur
-            .flags
+        let flags = self
+            .published_flags
             .keys()
             .filter_map(|k| self.published_flag(k))
             .collect();
-        let segments = cur
-            .segments
+        let segments = self
+            .published_segments
             .iter()
             .filter_map(|(k, rev)| self.segment_revisions.get(k)?.get(rev).cloned())
             .collect();
@@ -1039,6 +1150,8 @@ impl EnvState {
         who: &str,
     ) -> Result<Outcome, CommandError> {
         let version = self.version() + 1;
+        let flag_changes = revision_changes(&self.published_flags, &flags);
+        let segment_changes = revision_changes(&self.published_segments, &segments);
         self.versions.push(VersionRecord {
             version,
             at_ms: at,
@@ -1047,9 +1160,11 @@ impl EnvState {
             action,
             changed_flags: changed_flags.clone(),
             changed_segments: changed_segments.clone(),
-            flags,
-            segments,
+            flag_changes,
+            segment_changes,
         });
+        self.published_flags = flags;
+        self.published_segments = segments;
         Ok(Outcome {
             env: self.key.clone(),
             env_version: version,
@@ -1072,24 +1187,15 @@ impl EnvState {
             Some(v) => v,
             // The latest version whose content differs from the current one
             // (kill and restore versions share their predecessor's content).
-            None => self
-                .current()
-                .and_then(|cur| {
-                    self.versions
-                        .iter()
-                        .rev()
-                        .find(|v| v.flags != cur.flags || v.segments != cur.segments)
-                })
-                .map_or(0, |v| v.version),
+            None => self.previous_content_version(),
         };
-        let Some(target) = self.version_record(to) else {
+        let content = (to > 0).then(|| self.version_content(to)).flatten();
+        let Some(VersionContent { flags, segments }) = content else {
             return Err(CommandError::VersionNotFound {
                 env: self.key.clone(),
                 version: to,
             });
         };
-        let flags = target.flags.clone();
-        let segments = target.segments.clone();
         self.push_version(
             flags,
             segments,
@@ -1098,6 +1204,35 @@ impl EnvState {
             at,
             who,
         )
+    }
+
+    /// The latest retained version whose content differs from the current
+    /// one (kill and restore versions share their predecessor's content);
+    /// 0 when there is none.
+    fn previous_content_version(&self) -> u64 {
+        let mut flags = self.published_flags.clone();
+        let mut segments = self.published_segments.clone();
+        let mut differs = BTreeSet::new();
+        let mut differs_segments = BTreeSet::new();
+        for pair in self.versions.windows(2).rev() {
+            let (earlier, later) = (&pair[0], &pair[1]);
+            undo(
+                &mut flags,
+                &later.flag_changes,
+                &self.published_flags,
+                &mut differs,
+            );
+            undo(
+                &mut segments,
+                &later.segment_changes,
+                &self.published_segments,
+                &mut differs_segments,
+            );
+            if !differs.is_empty() || !differs_segments.is_empty() {
+                return earlier.version;
+            }
+        }
+        0
     }
 
     fn kill(
