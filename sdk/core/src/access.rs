@@ -112,7 +112,7 @@ permissions! {
     ClusterRead = "cluster.read", Cluster,
         "Read cluster status, this node's status and the settings.";
     ClusterManage = "cluster.manage", Cluster,
-        "Add and remove nodes, take snapshots, change the settings.";
+        "Add and remove nodes, take snapshots and backups, change the settings.";
 }
 
 /// See [`Permission::scope`].
