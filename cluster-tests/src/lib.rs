@@ -769,11 +769,20 @@ impl Cluster {
                     "/v1/environments/{env}/flags?limit=1000&consistency=linearizable&cursor={c}"
                 ),
             };
-            let (s, v) = self
-                .client
-                .get(&self.url(id), &path)
-                .await
-                .expect("list flags");
+            // A leader change during the read's barrier answers 503: ask
+            // again until the deadline.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let (s, v) = loop {
+                let (s, v) = self
+                    .client
+                    .get(&self.url(id), &path)
+                    .await
+                    .expect("list flags");
+                if s != 503 || Instant::now() > deadline {
+                    break (s, v);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
             assert_eq!(s, 200, "list flags on node {id}: {v}");
             for item in v["items"].as_array().expect("items") {
                 have.insert(item["key"].as_str().expect("key").to_owned());

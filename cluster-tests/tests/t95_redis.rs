@@ -103,7 +103,21 @@ async fn flip(c: &Cluster, node: u64, kill: bool) -> (u64, Duration) {
 async fn setup(c: &Cluster) -> u64 {
     c.create_env(1, "prod").await;
     let flag = json!({"kind": "boolean", "default": {"variant": "on"}});
-    c.put_and_publish(1, "prod", "a", &flag).await.unwrap()
+    let v1 = c.put_and_publish(1, "prod", "a", &flag).await.unwrap();
+    // Every node serves it before a client starts: a client that polls once
+    // a minute and first met a node still on version 0 would wait a minute.
+    for n in c.nodes.keys().copied() {
+        let (s, v) = c
+            .client
+            .get(
+                &c.url(n),
+                &format!("/v1/sdk/environments/prod/snapshot?min_version={v1}&wait=10s"),
+            )
+            .await
+            .unwrap();
+        assert!(s == 200 && v["version"] == v1, "node {n}: {s} {v}");
+    }
+    v1
 }
 
 /// A client that polls once a minute: within a test, only a notice brings

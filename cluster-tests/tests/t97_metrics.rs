@@ -52,6 +52,37 @@ async fn metrics_cover_requests_polls_and_raft() {
     ] {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
+    // Every family is there, typed.
+    for family in [
+        "pulseplane_http_requests_total counter",
+        "pulseplane_http_request_duration_seconds histogram",
+        "pulseplane_raft_term gauge",
+        "pulseplane_raft_is_leader gauge",
+        "pulseplane_raft_committed_index gauge",
+        "pulseplane_raft_applied_index gauge",
+        "pulseplane_raft_last_log_index gauge",
+        "pulseplane_raft_leader_changes_total counter",
+        "pulseplane_raft_replication_lag_entries gauge",
+        "pulseplane_raft_append_duration_seconds histogram",
+        "pulseplane_raft_fsync_duration_seconds histogram",
+        "pulseplane_raft_snapshots_total counter",
+        "pulseplane_environment_version gauge",
+        "pulseplane_snapshot_polls_total counter",
+        "pulseplane_sdk_long_poll_waiters gauge",
+        "pulseplane_sdk_instances gauge",
+        "pulseplane_sdk_instances_converged gauge",
+        "pulseplane_redis_notices_total counter",
+        "pulseplane_redis_connect_failures_total counter",
+        "pulseplane_redis_connected gauge",
+        "pulseplane_redis_queue_length gauge",
+        "pulseplane_auth_failures_total counter",
+        "pulseplane_access_denied_total counter",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family}\n")),
+            "missing family {family:?} in:\n{text}"
+        );
+    }
     assert!(text.contains(&format!(
         "pulseplane_environment_version{{env=\"prod\"}} {v}"
     )));

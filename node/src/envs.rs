@@ -87,7 +87,7 @@ impl Source {
             segments: e
                 .published_segments
                 .iter()
-                .filter_map(|(k, rev)| e.segment_revisions.get(k)?.get(rev).cloned())
+                .filter_map(|(k, rev)| e.segment_revision(k, *rev).cloned())
                 .collect(),
         }
     }

@@ -215,6 +215,14 @@ impl Node {
                 status.applied_index as f64,
             ),
             Sample::gauge(
+                "pulseplane_raft_committed_index",
+                "The last log index this node knows to be committed.",
+                self.metrics
+                    .log
+                    .committed
+                    .load(std::sync::atomic::Ordering::Relaxed) as f64,
+            ),
+            Sample::gauge(
                 "pulseplane_raft_last_log_index",
                 "The last log index in this node's log.",
                 status.last_log_index as f64,
@@ -471,6 +479,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     raft::form_cluster(&raft, &cfg).await?;
     let dispatcher = crate::envs::start(node.envs.clone(), node.sm.clone(), tasks.clone());
     let leaders = tokio::spawn(count_leader_changes(node.clone(), tasks.clone()));
+    let trimmer = tokio::spawn(trim_memory(node.clone(), tasks.clone()));
     let compactor = tokio::spawn(snapshot_by_commands(
         node.clone(),
         cfg.snapshot_commands,
@@ -504,6 +513,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let _ = compactor.await;
     let _ = dispatcher.await;
     let _ = leaders.await;
+    let _ = trimmer.await;
     if let Some(task) = notifier_task {
         let _ = task.await;
     }
@@ -536,6 +546,40 @@ async fn count_leader_changes(node: Arc<Node>, cancel: CancellationToken) {
                 .leader_changes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+}
+
+/// How often the node hands freed heap memory back to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// Hands freed heap memory back to the system every 10 s while the state
+/// changes or snapshots are made. Applying large commands, building snapshots and answering
+/// backups make large short-lived allocations; without this the allocator
+/// keeps their pages, and the resident size stays at the peak.
+async fn trim_memory(node: Arc<Node>, cancel: CancellationToken) {
+    let mut trimmed_at = (0, 0);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(TRIM_EVERY) => {}
+            () = cancel.cancelled() => return,
+        }
+        // A change of state, or a snapshot built or installed since.
+        let (built, installed) = node.sm.snapshot_counts();
+        let now = (node.sm.applied_index(), built + installed);
+        if now == trimmed_at {
+            continue;
+        }
+        trimmed_at = now;
+        let _ = tokio::task::spawn_blocking(release_freed_memory).await;
+    }
+}
+
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the system; it
+    // touches no memory in use and has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -28,6 +28,10 @@ pub enum StoreError {
     Seed(String),
 }
 
+/// The most WAL the database keeps before it flushes column families to
+/// let old WAL files go.
+const MAX_TOTAL_WAL_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Opens (creating when missing) the store at `path` and returns its log
 /// store and state machine, which share the database. RocksDB lives in
 /// `path/db`, snapshot files in `path/snapshots`.
@@ -35,6 +39,12 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
+    // The small column families (`meta`, `sm`) take a write per batch but
+    // would take long to fill a memtable, and an unflushed column family
+    // keeps every WAL file since its oldest write. Past this much WAL,
+    // RocksDB flushes the column families that hold the oldest file back,
+    // so the WAL stays bounded however long the node runs.
+    opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
     let cfs = [CF_LOGS, CF_META, CF_SM]
         .into_iter()
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));

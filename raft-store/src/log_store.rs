@@ -261,7 +261,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
         self.put_meta(KEY_COMMITTED, &committed, false)
-            .map_err(io_write)
+            .map_err(io_write)?;
+        self.metrics.committed.store(
+            committed.map_or(0, |l| l.index),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {

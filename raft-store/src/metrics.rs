@@ -59,6 +59,8 @@ pub struct LogMetrics {
     /// One append, from the call to its flush callback (written, then
     /// synced): what a log write costs the Raft core.
     pub append: Histogram,
+    /// The last committed log index Raft saved (0 before any).
+    pub committed: AtomicU64,
 }
 
 #[cfg(test)]

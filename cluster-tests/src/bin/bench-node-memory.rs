@@ -7,7 +7,7 @@
 //! 150 MB target.
 //!
 //!   bench-node-memory [--flags 10000] [--envs 3] [--versions 1000]
-//!                     [--concurrency 64]
+//!                     [--concurrency 64] [--nodes 3]
 //!
 //! The node binary is the one beside this one, or PULSEPLANE_NODE_BIN.
 //! Output: text and one `BENCH_JSON {...}` line.
@@ -20,12 +20,15 @@ use pulseplane_cluster_tests::Cluster;
 use serde_json::{Value, json};
 
 const TARGET_MB: f64 = 150.0;
+/// How long to wait before measuring: past the nodes' next memory trim.
+const SETTLE: Duration = Duration::from_secs(12);
 
 struct Args {
     flags: usize,
     envs: usize,
     versions: usize,
     concurrency: usize,
+    nodes: u64,
 }
 
 fn args() -> Result<Args, String> {
@@ -34,6 +37,7 @@ fn args() -> Result<Args, String> {
         envs: 3,
         versions: 1000,
         concurrency: 64,
+        nodes: 3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,6 +50,7 @@ fn args() -> Result<Args, String> {
             "--envs" => a.envs = n,
             "--versions" => a.versions = n,
             "--concurrency" => a.concurrency = n.max(1),
+            "--nodes" => a.nodes = (n as u64).max(1),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -96,9 +101,10 @@ fn report(c: &mut Cluster, stage: &str) -> Vec<(u64, f64, f64)> {
 }
 
 async fn run(a: Args) -> Result<(), String> {
-    let mut c = Cluster::start(3).await;
+    let mut c = Cluster::start(a.nodes).await;
     let leader = c.leader(Duration::from_secs(15)).await;
-    let urls: Vec<String> = (1..=3).map(|n| c.url(n)).collect();
+    let all: Vec<u64> = (1..=a.nodes).collect();
+    let urls: Vec<String> = all.iter().map(|n| c.url(*n)).collect();
     let envs: Vec<String> = (0..a.envs).map(|i| format!("env-{i}")).collect();
     for env in &envs {
         c.create_env(leader, env).await;
@@ -182,12 +188,13 @@ async fn run(a: Args) -> Result<(), String> {
         a.versions,
         started.elapsed().as_secs_f64()
     );
-    c.converged(&[1, 2, 3], Duration::from_secs(120)).await;
-    // Let the environment actors build their snapshots.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.converged(&all, Duration::from_secs(120)).await;
+    // Let the environment actors build their snapshots, and the nodes
+    // hand freed memory back (they do every 10 s while the state changes).
+    tokio::time::sleep(SETTLE).await;
     println!("memory:");
     let loaded = report(&mut c, "loaded");
-    for id in 1..=3 {
+    for id in all.clone() {
         let (s, v) = c
             .client
             .post(&c.url(id), "/admin/v1/snapshot", &json!({}))
@@ -204,12 +211,12 @@ async fn run(a: Args) -> Result<(), String> {
         }
     }
     let snapshotted = report(&mut c, "after a snapshot");
-    let restarted_id = 3;
+    let restarted_id = a.nodes;
     c.restart(restarted_id);
     c.wait_ready(restarted_id, Duration::from_secs(120)).await;
-    c.converged(&[1, 2, 3], Duration::from_secs(120)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let restarted = report(&mut c, "node 3 restarted");
+    c.converged(&all, Duration::from_secs(120)).await;
+    tokio::time::sleep(SETTLE).await;
+    let restarted = report(&mut c, "one node restarted");
     let worst = loaded
         .iter()
         .chain(&snapshotted)

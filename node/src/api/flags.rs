@@ -200,7 +200,7 @@ pub(crate) async fn read(
             let published = e
                 .published_flags
                 .get(&key)
-                .and_then(|rev| e.flag_revisions.get(&key)?.get(rev));
+                .and_then(|rev| e.flag_revision(&key, *rev));
             diff_items(published, view.draft.as_ref())
         });
         let revision = view.revision;

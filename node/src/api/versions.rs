@@ -239,10 +239,8 @@ pub(crate) async fn read(
                 env: env.clone(),
                 from,
                 to: version,
-                flags: diff_maps(&ff, &tf, |k, r| e.flag_revisions.get(k)?.get(&r).cloned()),
-                segments: diff_maps(&fs, &ts, |k, r| {
-                    e.segment_revisions.get(k)?.get(&r).cloned()
-                }),
+                flags: diff_maps(&ff, &tf, |k, r| e.flag_revision(k, r).cloned()),
+                segments: diff_maps(&fs, &ts, |k, r| e.segment_revision(k, r).cloned()),
             };
             return Ok(read_response(applied, &VersionRead::Diff(body)));
         }

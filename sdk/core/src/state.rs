@@ -284,8 +284,10 @@ pub struct EnvState {
     #[serde(default)]
     pub published_segments: BTreeMap<String, u64>,
     /// Every published flag revision, by key then revision.
-    pub flag_revisions: BTreeMap<String, BTreeMap<u64, Flag>>,
-    pub segment_revisions: BTreeMap<String, BTreeMap<u64, Segment>>,
+    /// (Boxed: most keys have one revision, and a map node holds room for
+    /// eleven values inline.)
+    pub flag_revisions: BTreeMap<String, BTreeMap<u64, Box<Flag>>>,
+    pub segment_revisions: BTreeMap<String, BTreeMap<u64, Box<Segment>>>,
     pub kills: BTreeMap<String, KillRecord>,
     /// Keys of draft flags that have prerequisites (derived from
     /// `draft_flags`, not serialized, rebuilt on first use after loading),
@@ -554,9 +556,14 @@ impl State {
             })
     }
 
-    /// SHA-256 of the canonical JSON of the whole state.
+    /// SHA-256 of the canonical JSON of the whole state. Hashed from the
+    /// JSON text as it is canonicalized, without a tree of the state (which
+    /// would take several times the state's size).
     pub fn digest(&self) -> String {
-        canonical_sha256(&serde_json::to_value(self).unwrap_or_default())
+        serde_json::to_string(self)
+            .ok()
+            .and_then(|text| crate::jcs::canonical_sha256_of_text(&text, None).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -732,6 +739,16 @@ impl EnvState {
         Some(c)
     }
 
+    /// A published revision of a flag.
+    pub fn flag_revision(&self, key: &str, rev: u64) -> Option<&Flag> {
+        self.flag_revisions.get(key)?.get(&rev).map(|b| &**b)
+    }
+
+    /// A published revision of a segment.
+    pub fn segment_revision(&self, key: &str, rev: u64) -> Option<&Segment> {
+        self.segment_revisions.get(key)?.get(&rev).map(|b| &**b)
+    }
+
     /// The flags of a version's content as they were published (kill
     /// switches as they were in force when it was made are not replayed:
     /// the content is the versioned flags, and `killed` lists the kills in
@@ -740,7 +757,7 @@ impl EnvState {
         content
             .flags
             .iter()
-            .filter_map(|(k, rev)| self.flag_revisions.get(k)?.get(rev).cloned())
+            .filter_map(|(k, rev)| self.flag_revision(k, *rev).cloned())
             .collect()
     }
 
@@ -749,7 +766,7 @@ impl EnvState {
         content
             .segments
             .iter()
-            .filter_map(|(k, rev)| self.segment_revisions.get(k)?.get(rev).cloned())
+            .filter_map(|(k, rev)| self.segment_revision(k, *rev).cloned())
             .collect()
     }
 
@@ -823,7 +840,7 @@ impl EnvState {
     /// The published flag with kill switches applied.
     pub fn published_flag(&self, key: &str) -> Option<Flag> {
         let rev = *self.published_flags.get(key)?;
-        let mut flag = self.flag_revisions.get(key)?.get(&rev)?.clone();
+        let mut flag = self.flag_revision(key, rev)?.clone();
         if self.kills.contains_key(key) {
             flag.enabled = false;
             flag.killed = true;
@@ -834,7 +851,7 @@ impl EnvState {
     /// The published segment.
     pub fn published_segment(&self, key: &str) -> Option<Segment> {
         let rev = *self.published_segments.get(key)?;
-        self.segment_revisions.get(key)?.get(&rev).cloned()
+        self.segment_revision(key, rev).cloned()
     }
 
     /// True when the draft segment differs from what is published (or only
@@ -865,7 +882,7 @@ impl EnvState {
         let segments = self
             .published_segments
             .iter()
-            .filter_map(|(k, rev)| self.segment_revisions.get(k)?.get(rev).cloned())
+            .filter_map(|(k, rev)| self.segment_revision(k, *rev).cloned())
             .collect();
         Snapshot::new(&self.key, cur.version, Some(cur.at_ms), flags, segments)
     }
@@ -1073,13 +1090,13 @@ impl EnvState {
         let resolve_flag = |k: &String, rev: &u64| -> Option<Flag> {
             match self.draft_flags.get(k) {
                 Some(d) if d.item.version == *rev => Some(d.item.clone()),
-                _ => self.flag_revisions.get(k)?.get(rev).cloned(),
+                _ => self.flag_revision(k, *rev).cloned(),
             }
         };
         let resolve_segment = |k: &String, rev: &u64| -> Option<Segment> {
             match self.draft_segments.get(k) {
                 Some(d) if d.item.version == *rev => Some(d.item.clone()),
-                _ => self.segment_revisions.get(k)?.get(rev).cloned(),
+                _ => self.segment_revision(k, *rev).cloned(),
             }
         };
         let flag_items: Vec<Flag> = flags
@@ -1096,14 +1113,14 @@ impl EnvState {
                 .entry(f.key.clone())
                 .or_default()
                 .entry(f.version)
-                .or_insert(f);
+                .or_insert_with(|| Box::new(f));
         }
         for s in segment_items {
             self.segment_revisions
                 .entry(s.key.clone())
                 .or_default()
                 .entry(s.version)
-                .or_insert(s);
+                .or_insert_with(|| Box::new(s));
         }
         self.push_version(flags, segments, VersionAction::Publish, message, at, who)
     }
