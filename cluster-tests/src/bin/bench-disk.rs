@@ -154,7 +154,6 @@ async fn run(a: Args) -> Result<(), String> {
         first_half_max,
         second_half_max
     );
-    let _ = c.running();
     println!(
         "BENCH_JSON {}",
         json!({

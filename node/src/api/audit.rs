@@ -17,13 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
 use crate::api::auth::{CallerRef, deny};
-use crate::api::common::{Query, read_barrier, read_response};
+use crate::api::common::{Query, page_limit, read_barrier, read_response};
 use crate::api::error::ErrorBody;
 use crate::node::Node;
-
-/// Default and largest page sizes.
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 
 pub fn router() -> Router<Arc<Node>> {
     Router::new().route("/v1/audit", get(list))
@@ -76,16 +72,7 @@ pub(crate) async fn list(
     if !caller.0.allows(Permission::AuditRead, env) {
         return Err(deny(&node, &caller.0, Permission::AuditRead, env));
     }
-    let limit = match q.limit {
-        None => DEFAULT_LIMIT,
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
-        Some(_) => {
-            return Err(ApiError::field(
-                "/limit",
-                format!("must be 1 to {MAX_LIMIT}"),
-            ));
-        }
-    };
+    let limit = page_limit(q.limit)?;
     read_barrier(&node, q.consistency.as_deref()).await?;
     node.sm.read(|applied, state| {
         let mut items = Vec::new();

@@ -147,14 +147,19 @@ pub struct Page<T> {
 
 impl PageQuery {
     pub fn limit(&self) -> Result<usize, ApiError> {
-        match self.limit {
-            None => Ok(DEFAULT_LIMIT),
-            Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::field(
-                "/limit",
-                format!("must be 1 to {MAX_LIMIT}"),
-            )),
-        }
+        page_limit(self.limit)
+    }
+}
+
+/// A `?limit=`: the default when absent, else 1 to [`MAX_LIMIT`].
+pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::field(
+            "/limit",
+            format!("must be 1 to {MAX_LIMIT}"),
+        )),
     }
 }
 

@@ -16,12 +16,9 @@ pub struct NewKey {
     pub hash: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
+/// SHA-256 of the whole key, lowercase hex (what the state stores).
 pub fn hash(key: &str) -> String {
-    hex(&Sha256::digest(key.as_bytes()))
+    pulseplane_core::jcs::hex(&Sha256::digest(key.as_bytes()))
 }
 
 pub fn generate() -> NewKey {
