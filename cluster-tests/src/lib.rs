@@ -10,6 +10,13 @@
 //! - [`Cluster`]: the processes, their ports, data dirs and logs
 //! - [`Client`]: an HTTP client for the API with the admin token
 //! - [`wait_until`]: polling a condition with a deadline
+//! - [`faults`]: partitions and delays between nodes, through a proxy
+//! - [`history`]: a record of client operations and its checker
+//! - [`workload`]: the clients that write and read while faults happen
+
+pub mod faults;
+pub mod history;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -76,7 +83,10 @@ where
 /// One node process and its files.
 pub struct NodeProc {
     pub id: u64,
+    /// Where the node listens (clients call it here).
     pub addr: String,
+    /// The address peers use, when it differs from `addr` (a fault proxy).
+    pub advertise: Option<String>,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     /// Extra flags given at every start.
@@ -112,6 +122,8 @@ pub struct Cluster {
     pub log_filter: Option<String>,
     /// `http`, or `https` for nodes started with TLS.
     pub scheme: &'static str,
+    /// With network faults: the proxies every peer call crosses.
+    pub net: Option<faults::Net>,
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -136,6 +148,7 @@ impl Cluster {
             common_flags: Vec::new(),
             log_filter: None,
             scheme: "http",
+            net: None,
         }
     }
 
@@ -168,19 +181,47 @@ impl Cluster {
         c
     }
 
+    /// As [`Cluster::start_with`], with a fault proxy in front of every
+    /// node (`cluster.net`): partitions, one-way partitions and delays
+    /// between nodes. Must be called inside a Tokio runtime.
+    pub async fn start_faulty(n: u64, flags: &[&str]) -> Cluster {
+        let mut c = Cluster::new();
+        c.net = Some(faults::Net::new());
+        c.form(n, flags).await;
+        c
+    }
+
+    /// The fault proxies (panics when the cluster has none).
+    pub fn net(&self) -> &faults::Net {
+        self.net
+            .as_ref()
+            .expect("a cluster started with Cluster::start_faulty")
+    }
+
     async fn form(&mut self, n: u64, flags: &[&str]) {
         let c = self;
         c.common_flags = flags.iter().map(|s| s.to_string()).collect();
-        let members: Vec<(u64, String)> = (1..=n)
-            .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        // (id, listen address, address peers use)
+        let members: Vec<(u64, String, String)> = (1..=n)
+            .map(|id| {
+                let addr = format!("127.0.0.1:{}", free_port());
+                let peer = match &mut c.net {
+                    Some(net) => net.add(id, &addr),
+                    None => addr.clone(),
+                };
+                (id, addr, peer)
+            })
             .collect();
         let initial = members
             .iter()
-            .map(|(id, a)| format!("{id}={a}"))
+            .map(|(id, _, peer)| format!("{id}={peer}"))
             .collect::<Vec<_>>()
             .join(",");
-        for (id, addr) in members {
+        for (id, addr, peer) in members {
             c.add_node(id, &addr, Some(initial.clone()));
+            if peer != addr {
+                c.node_mut(id).advertise = Some(peer);
+            }
         }
         for id in 1..=n {
             c.spawn(id);
@@ -200,6 +241,7 @@ impl Cluster {
             NodeProc {
                 id,
                 addr: addr.to_owned(),
+                advertise: None,
                 data_dir,
                 log,
                 extra: Vec::new(),
@@ -210,11 +252,22 @@ impl Cluster {
         );
     }
 
-    /// A new node with a free port, registered but not started.
+    /// A new node with a free port, registered but not started; returns
+    /// the address to add it under (its proxy's, with network faults).
     pub fn new_node(&mut self, id: u64) -> String {
         let addr = format!("127.0.0.1:{}", free_port());
         self.add_node(id, &addr, None);
-        addr
+        if let Some(net) = &mut self.net {
+            let peer = net.add(id, &addr);
+            self.node_mut(id).advertise = Some(peer);
+        }
+        self.peer_addr(id).to_owned()
+    }
+
+    /// The address peers reach node `id` at.
+    pub fn peer_addr(&self, id: u64) -> &str {
+        let n = self.node(id);
+        n.advertise.as_deref().unwrap_or(&n.addr)
     }
 
     fn node(&self, id: u64) -> &NodeProc {
@@ -247,6 +300,10 @@ impl Cluster {
             );
         if let Some(ic) = &n.initial_cluster {
             cmd.arg(format!("--initial-cluster={ic}"));
+        }
+        if let Some(peer) = &n.advertise {
+            cmd.arg(format!("--advertise={peer}"))
+                .arg(format!("--peer-source-ip={}", faults::source_ip(id)));
         }
         cmd.args(&self.common_flags).args(&n.extra);
         cmd
@@ -890,5 +947,40 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.pause(false);
         self.kill();
+    }
+}
+
+impl Cluster {
+    /// Ends a run: heals every network fault, resumes paused nodes, stops
+    /// the workload, waits until `members` converge, reads the final state
+    /// linearizably and checks the history against it.
+    pub async fn verdict(
+        &mut self,
+        run: workload::Workload,
+        env: &str,
+        members: &[u64],
+    ) -> history::Verdict {
+        if let Some(net) = &self.net {
+            net.heal();
+        }
+        let paused: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.paused)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in paused {
+            self.resume(id);
+        }
+        let recorded = run.stop().await;
+        self.converged(members, Duration::from_secs(60)).await;
+        let fin = workload::final_state(
+            &self.client,
+            &self.url(members[0]),
+            env,
+            Duration::from_secs(30),
+        )
+        .await;
+        history::check(&recorded.ops, &recorded.samples, &fin)
     }
 }

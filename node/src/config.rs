@@ -30,6 +30,10 @@ pub struct Cli {
     /// defaults to --listen.
     #[arg(long, env = "PULSEPLANE_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Local IP address that calls to peers are made from (on a host with
+    /// several addresses); by default the system picks one per route.
+    #[arg(long, env = "PULSEPLANE_PEER_SOURCE_IP")]
+    pub peer_source_ip: Option<std::net::IpAddr>,
     /// Directory for the node's data; created when missing.
     #[arg(long, env = "PULSEPLANE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -200,6 +204,8 @@ pub struct NodeConfig {
     pub node_id: u64,
     pub listen: SocketAddr,
     pub advertise: String,
+    /// The source address of calls to peers, when set.
+    pub peer_source_ip: Option<std::net::IpAddr>,
     pub data_dir: PathBuf,
     /// Empty when not given.
     pub initial_cluster: Vec<Member>,
@@ -482,6 +488,7 @@ impl Cli {
             node_id,
             listen,
             advertise,
+            peer_source_ip: self.peer_source_ip,
             data_dir,
             initial_cluster,
             cluster_secret,

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub log: Arc<LogMetrics>,
     /// Times this node saw the leader change (including to none).
     pub leader_changes: AtomicU64,
+    /// Snapshot chunks received from a leader.
+    pub snapshot_chunks: AtomicU64,
 }
 
 /// Renders `h` as the `_bucket`, `_sum` and `_count` lines of `name`, with
@@ -301,6 +303,12 @@ impl Metrics {
                 "Times this node saw the leader change (to another node or to none).",
                 "counter",
                 vec![(String::new(), get(&self.leader_changes))],
+            ),
+            Sample::labelled(
+                "pulseplane_raft_snapshot_chunks_received_total",
+                "Snapshot chunks received from a leader (a follower catching up by snapshot).",
+                "counter",
+                vec![(String::new(), get(&self.snapshot_chunks))],
             ),
         ];
         all.extend(self.access.samples());

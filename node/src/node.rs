@@ -429,8 +429,8 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         })?;
     let (log, sm) = pulseplane_raft_store::open(&dir.raft_path())?;
     let log_metrics = log.metrics();
-    let peers =
-        PeerClient::new(cluster_secret.clone(), cfg.tls.as_ref()).map_err(NodeError::PeerTls)?;
+    let peers = PeerClient::new(cluster_secret.clone(), cfg.tls.as_ref(), cfg.peer_source_ip)
+        .map_err(NodeError::PeerTls)?;
     let raft = raft::start(&cfg, log, sm.clone(), peers.clone()).await?;
     let tasks = CancellationToken::new();
     let metrics = Arc::new(Metrics {

@@ -54,12 +54,18 @@ pub struct PeerClient {
 impl PeerClient {
     /// With `tls`, peers are called over HTTPS and must present a
     /// certificate for their address that chains to its CAs.
-    pub fn new(secret: Secret, tls: Option<&TlsSettings>) -> Result<PeerClient, String> {
+    /// With `source_ip`, every call is made from that local address.
+    pub fn new(
+        secret: Secret,
+        tls: Option<&TlsSettings>,
+        source_ip: Option<std::net::IpAddr>,
+    ) -> Result<PeerClient, String> {
         let mut builder = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(1));
+            .connect_timeout(Duration::from_secs(1))
+            .local_address(source_ip);
         if let Some(tls) = tls {
             let roots = reqwest::Certificate::from_pem_bundle(&tls.ca_pem)
                 .map_err(|e| format!("the peer CA certificates: {e}"))?;

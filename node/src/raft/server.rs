@@ -147,6 +147,16 @@ async fn snapshot(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return e,
     };
+    node.metrics
+        .snapshot_chunks
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if req.offset == 0 {
+        tracing::info!(
+            leader = ?req.vote.leader_id().voted_for(),
+            snapshot = %req.meta.snapshot_id,
+            "receiving a snapshot"
+        );
+    }
     encode(&node.raft.install_snapshot(req).await)
 }
 
