@@ -16,6 +16,7 @@
 
 pub mod faults;
 pub mod history;
+pub mod nemesis;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -137,6 +138,11 @@ fn signal(pid: u32, sig: &str) {
 impl Cluster {
     /// An empty harness; add nodes with [`Cluster::add_node`].
     pub fn new() -> Cluster {
+        Cluster::with_binary(node_binary())
+    }
+
+    /// An empty harness that starts nodes from `bin`.
+    pub fn with_binary(bin: PathBuf) -> Cluster {
         Cluster {
             nodes: BTreeMap::new(),
             dir: tempfile::Builder::new()
@@ -144,7 +150,7 @@ impl Cluster {
                 .tempdir()
                 .expect("temp dir"),
             client: Client::new(),
-            bin: node_binary(),
+            bin,
             common_flags: Vec::new(),
             log_filter: None,
             scheme: "http",
@@ -185,7 +191,12 @@ impl Cluster {
     /// node (`cluster.net`): partitions, one-way partitions and delays
     /// between nodes. Must be called inside a Tokio runtime.
     pub async fn start_faulty(n: u64, flags: &[&str]) -> Cluster {
-        let mut c = Cluster::new();
+        Cluster::start_faulty_from(node_binary(), n, flags).await
+    }
+
+    /// As [`Cluster::start_faulty`], with the node binary `bin`.
+    pub async fn start_faulty_from(bin: PathBuf, n: u64, flags: &[&str]) -> Cluster {
+        let mut c = Cluster::with_binary(bin);
         c.net = Some(faults::Net::new());
         c.form(n, flags).await;
         c
@@ -960,6 +971,16 @@ impl Cluster {
         env: &str,
         members: &[u64],
     ) -> history::Verdict {
+        self.verdict_with(run, env, members).await.0
+    }
+
+    /// As [`Cluster::verdict`], also returning the recorded operations.
+    pub async fn verdict_with(
+        &mut self,
+        run: workload::Workload,
+        env: &str,
+        members: &[u64],
+    ) -> (history::Verdict, Vec<history::Op>) {
         if let Some(net) = &self.net {
             net.heal();
         }
@@ -981,6 +1002,7 @@ impl Cluster {
             Duration::from_secs(30),
         )
         .await;
-        history::check(&recorded.ops, &recorded.samples, &fin)
+        let verdict = history::check(&recorded.ops, &recorded.samples, &fin);
+        (verdict, recorded.ops)
     }
 }

@@ -29,6 +29,9 @@ pub struct Config {
     pub seed: u64,
     /// Per request; a request that takes longer is of unknown outcome.
     pub timeout: Duration,
+    /// `Call::Read` asks for a linearizable read (`false` only to show
+    /// that the checker catches the stale reads a local read may give).
+    pub linearizable_reads: bool,
 }
 
 impl Default for Config {
@@ -39,6 +42,7 @@ impl Default for Config {
             keys: 5,
             seed: 1,
             timeout: Duration::from_secs(3),
+            linearizable_reads: true,
         }
     }
 }
@@ -102,6 +106,7 @@ pub fn start(client: &Client, nodes: Vec<(u64, String)>, cfg: Config) -> Workloa
                 let invoke = ns(started);
                 let outcome = perform(&client, base, &cfg, &call).await;
                 let complete = ns(started);
+                let failed = !matches!(outcome, Outcome::Ok { .. });
                 ops.lock().await.push(Op {
                     process: p,
                     node: *node,
@@ -110,6 +115,11 @@ pub fn start(client: &Client, nodes: Vec<(u64, String)>, cfg: Config) -> Workloa
                     complete,
                     outcome,
                 });
+                if failed {
+                    // A short pause, not a busy loop against a node that is
+                    // down.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }));
     }
@@ -192,7 +202,7 @@ impl Workload {
 }
 
 /// Sends one operation and classifies the answer.
-async fn perform(client: &Client, base: &str, cfg: &Config, call: &Call) -> Outcome {
+pub async fn perform(client: &Client, base: &str, cfg: &Config, call: &Call) -> Outcome {
     let env = &cfg.env;
     let flag = |key: &str| format!("{base}/v1/environments/{env}/flags/{key}");
     let (method, url, body) = match call {
@@ -206,12 +216,12 @@ async fn perform(client: &Client, base: &str, cfg: &Config, call: &Call) -> Outc
             flag(key),
             Some(json!({"kind": "boolean", "description": "created once"})),
         ),
-        Call::Read { key } => (
+        Call::Read { key } if cfg.linearizable_reads => (
             reqwest::Method::GET,
             format!("{}?consistency=linearizable", flag(key)),
             None,
         ),
-        Call::LocalRead { key } => (reqwest::Method::GET, flag(key), None),
+        Call::Read { key } | Call::LocalRead { key } => (reqwest::Method::GET, flag(key), None),
         Call::Publish => (
             reqwest::Method::POST,
             format!("{base}/v1/environments/{env}/publish"),
@@ -227,6 +237,8 @@ async fn perform(client: &Client, base: &str, cfg: &Config, call: &Call) -> Outc
         tokio::time::timeout(cfg.timeout, client.send(method, &url, &[], body.as_ref())).await;
     let (status, v) = match sent {
         Err(_) => return Outcome::Info("timed out".into()),
+        // Never sent: the node is down.
+        Ok(Err(e)) if e.is_connect() => return Outcome::Fail(format!("connect: {e}")),
         Ok(Err(e)) => return Outcome::Info(format!("transport: {e}")),
         Ok(Ok((status, _, v))) => (status, v),
     };

@@ -367,3 +367,81 @@ async fn a_follower_killed_under_load_restarts_and_converges() {
     progress(&w, 50, "operations after the restart").await;
     assert_verdict(&mut c, w, &[1, 2, 3]).await;
 }
+
+/// The checker can fail.
+///
+/// Invariant: reads served locally by a follower cut off from the leader
+/// are stale; recorded as if they were linearizable reads, the history
+/// checker rejects them (and accepts the same operations with the stale
+/// read left out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_rejects_stale_reads_from_a_cut_off_follower() {
+    use pulseplane_cluster_tests::history::{self, Call, Op};
+
+    let mut c = cluster(3, &[]).await;
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let cut = (1..=3).find(|id| *id != leader).unwrap();
+    let c = c;
+    let cfg = Config {
+        env: ENV.into(),
+        linearizable_reads: false,
+        ..Config::default()
+    };
+    let t0 = Instant::now();
+    let mut ops = Vec::new();
+    let mut perform = async |node: u64, call: Call| {
+        let invoke = t0.elapsed().as_nanos() as u64;
+        let outcome = workload::perform(&c.client, &c.url(node), &cfg, &call).await;
+        let complete = t0.elapsed().as_nanos() as u64;
+        ops.push(Op {
+            process: 0,
+            node,
+            call,
+            invoke,
+            complete,
+            outcome,
+        });
+    };
+    let write = |value: &str| Call::Write {
+        key: "reg-0".into(),
+        value: value.into(),
+    };
+    perform(leader, write("before")).await;
+    // The follower has it before the cut.
+    wait_until(Duration::from_secs(10), "the follower applied", || async {
+        let (_, v) = c
+            .client
+            .get(&c.url(cut), &format!("/v1/environments/{ENV}/flags/reg-0"))
+            .await
+            .ok()?;
+        (v["draft"]["description"] == "before").then_some(())
+    })
+    .await;
+    c.net().isolate(cut);
+    perform(leader, write("after")).await;
+    perform(
+        cut,
+        Call::Read {
+            key: "reg-0".into(),
+        },
+    )
+    .await;
+    c.net().heal();
+    c.converged(&[1, 2, 3], Duration::from_secs(30)).await;
+    let fin = workload::final_state(&c.client, &c.url(leader), ENV, Duration::from_secs(10)).await;
+    drop(perform);
+
+    let all_ok = ops
+        .iter()
+        .all(|o| matches!(o.outcome, history::Outcome::Ok { .. }));
+    assert!(all_ok, "{ops:#?}");
+    let v = history::check(&ops, &[], &fin);
+    assert!(!v.ok(), "a stale read passed the checker: {ops:#?}");
+    assert!(
+        v.violations.iter().any(|l| l.contains("not linearizable")),
+        "{:?}",
+        v.violations
+    );
+    ops.pop();
+    assert!(history::check(&ops, &[], &fin).ok());
+}
