@@ -107,6 +107,8 @@ impl Net {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((conn, peer)) = listener.accept().await else {
+                    // Out of descriptors, say: wait rather than spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let from = node_of(peer.ip());

@@ -101,13 +101,23 @@ type StoreResult<T> = Result<T, StorageError<NodeId>>;
 
 /// What has been applied, kept in memory; a snapshot's data is this, as JSON.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Applied {
+pub struct Applied {
     last_applied: Option<LogId<NodeId>>,
     membership: Membership,
     state: State,
 }
 
 impl Applied {
+    /// Decodes a snapshot's data (as received from a leader).
+    pub fn decode(bytes: &[u8]) -> Result<Applied, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The replicated state it holds.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
     /// Applies one entry; the result has one item per command.
     fn apply_entry(&mut self, entry: &Entry<TypeConfig>) -> ApplyResult {
         self.last_applied = Some(entry.log_id);
@@ -530,7 +540,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> StoreResult<()> {
         let data = snapshot.into_inner();
-        let mut installed: Applied = serde_json::from_slice(&data).map_err(|e| {
+        let mut installed = Applied::decode(&data).map_err(|e| {
             StorageError::from(StorageIOError::read_snapshot(Some(meta.signature()), &e))
         })?;
         installed.last_applied = meta.last_log_id;

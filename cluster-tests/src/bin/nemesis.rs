@@ -120,11 +120,34 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let report = runtime.block_on(nemesis::run(opts));
-    println!("{}", report.render());
-    if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    let seed = opts.seed;
+    // A run that cannot finish (the cluster never converges after the
+    // faults heal, say) panics inside its task; that is a failed verdict.
+    match runtime.block_on(async { tokio::spawn(nemesis::run(opts)).await }) {
+        Ok(report) => {
+            println!("{}", report.render());
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            let problem = match e.try_into_panic() {
+                Ok(p) => p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the run panicked".into()),
+                Err(e) => e.to_string(),
+            };
+            println!("\nverdict: FAIL ({problem})");
+            let result = serde_json::json!({
+                "ok": false, "seed": seed, "error": problem,
+                "lost_acknowledged_writes": null, "violations": null, "ops": null, "faults": null,
+            });
+            println!("NEMESIS_RESULT {result}");
+            ExitCode::from(1)
+        }
     }
 }
