@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every headline benchmark and its peer, in one run, then one table.
 #
-#   cluster-tests/bench/all.sh          # ~25 minutes on 2 cores after the builds
+#   cluster-tests/bench/all.sh          # ~15 minutes on 2 cores after the builds
 #
 # Runs, one after another on this machine:
 #   - writes:      cluster-tests/bench/writes.sh (3 nodes, wrk) and etcd
