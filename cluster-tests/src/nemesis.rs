@@ -75,6 +75,16 @@ pub fn plan(seed: u64, nodes: u64, duration: Duration) -> Vec<Step> {
     // Calm at the start, so the workload is under way.
     let mut at = Duration::from_millis(rng.u64(1000..2000));
     let node = |rng: &mut fastrand::Rng| rng.u64(1..=nodes);
+    // Two different nodes.
+    let pair = |rng: &mut fastrand::Rng| {
+        let a = node(rng);
+        loop {
+            let b = node(rng);
+            if b != a {
+                return (a, b);
+            }
+        }
+    };
     loop {
         let lasts = Duration::from_millis(rng.u64(1000..4000));
         if at + lasts > duration {
@@ -92,23 +102,11 @@ pub fn plan(seed: u64, nodes: u64, duration: Duration) -> Vec<Step> {
                 node: node(&mut rng),
             },
             2 => {
-                let from = node(&mut rng);
-                let to = loop {
-                    let to = node(&mut rng);
-                    if to != from {
-                        break to;
-                    }
-                };
+                let (from, to) = pair(&mut rng);
                 Fault::OneWay { from, to }
             }
             3 => {
-                let a = node(&mut rng);
-                let b = loop {
-                    let b = node(&mut rng);
-                    if b != a {
-                        break b;
-                    }
-                };
+                let (a, b) = pair(&mut rng);
                 Fault::Delay {
                     a,
                     b,

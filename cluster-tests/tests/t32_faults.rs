@@ -42,6 +42,19 @@ async fn progress(w: &Workload, n: usize, what: &str) {
     .await;
 }
 
+/// Waits until one of `ids` says it leads; returns it.
+async fn leader_among(c: &Cluster, ids: &[u64], what: &str) -> u64 {
+    wait_until(Duration::from_secs(15), what, || async {
+        for id in ids {
+            if c.node_view(*id).await?["state"] == "leader" {
+                return Some(*id);
+            }
+        }
+        None
+    })
+    .await
+}
+
 async fn view(c: &Cluster, id: u64) -> serde_json::Value {
     c.node_view(id).await.expect("node view")
 }
@@ -100,21 +113,7 @@ async fn a_leader_isolated_in_a_minority_cannot_commit() {
     let applied_before = view(&c, old).await["applied_index"].as_u64().unwrap();
 
     // The majority elects a leader and takes writes.
-    let new = wait_until(
-        Duration::from_secs(15),
-        "a leader in the majority",
-        || async {
-            for id in &majority {
-                if let Some(v) = c.node_view(*id).await {
-                    if v["state"] == "leader" {
-                        return Some(*id);
-                    }
-                }
-            }
-            None
-        },
-    )
-    .await;
+    let new = leader_among(&c, &majority, "a leader in the majority").await;
     println!(
         "leader {old} isolated: node {new} leads after {} ms",
         cut_at.elapsed().as_millis()
@@ -182,17 +181,7 @@ async fn a_paused_leader_resumes_without_committing_stale_proposals() {
         })
     };
     let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
-    let new = wait_until(Duration::from_secs(15), "a new leader", || async {
-        for id in &others {
-            if let Some(v) = c.node_view(*id).await {
-                if v["state"] == "leader" {
-                    return Some(*id);
-                }
-            }
-        }
-        None
-    })
-    .await;
+    let new = leader_among(&c, &others, "a new leader").await;
     progress(&w, 30, "operations while the leader is paused").await;
     println!("leader {old} paused; node {new} leads");
 
@@ -429,7 +418,6 @@ async fn the_checker_rejects_stale_reads_from_a_cut_off_follower() {
     c.net().heal();
     c.converged(&[1, 2, 3], Duration::from_secs(30)).await;
     let fin = workload::final_state(&c.client, &c.url(leader), ENV, Duration::from_secs(10)).await;
-    drop(perform);
 
     let all_ok = ops
         .iter()
