@@ -61,11 +61,7 @@ fuzz_target!(|data: &[u8]| {
         }
         return;
     }
-    let signing = format!(
-        "{}.{}",
-        b64(br#"{"alg":"HS256","typ":"JWT"}"#),
-        b64(rest)
-    );
+    let signing = format!("{}.{}", b64(br#"{"alg":"HS256","typ":"JWT"}"#), b64(rest));
     let key = EncodingKey::from_secret(SECRET.as_bytes());
     if let Ok(sig) = jsonwebtoken::crypto::sign(signing.as_bytes(), &key, Algorithm::HS256) {
         let _ = v.verify(&format!("{signing}.{sig}"));
