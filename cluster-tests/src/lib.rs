@@ -56,6 +56,32 @@ pub fn node_binary() -> PathBuf {
     bin
 }
 
+/// A benchmark program's `main`: exit 2 (naming the program) when its
+/// arguments do not parse, 1 when the run fails, 0 otherwise.
+pub async fn bench_main<A, F>(
+    name: &str,
+    args: Result<A, String>,
+    run: impl FnOnce(A) -> F,
+) -> std::process::ExitCode
+where
+    F: Future<Output = Result<(), String>>,
+{
+    let a = match args {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run(a).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");

@@ -171,18 +171,5 @@ async fn run(a: Args) -> Result<(), String> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let a = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench-flagset: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(a).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench-flagset: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    pulseplane_cluster_tests::bench_main("bench-flagset", args(), run).await
 }

@@ -256,18 +256,5 @@ async fn run(a: Args) -> Result<(), String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
-    let a = match args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench-node-memory: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(a).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bench-node-memory: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    pulseplane_cluster_tests::bench_main("bench-node-memory", args(), run).await
 }
