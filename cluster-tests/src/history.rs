@@ -402,8 +402,8 @@ fn check_revisions(ops: &[Op], v: &mut Verdict) {
 }
 
 /// For every pair where `a` completed before `b` was invoked: `b`'s
-/// revision is at least `a`'s, and greater when both are writes (or
-/// `strict` and both are `Publish`).
+/// revision is at least `a`'s, and, with `strict_writes`, greater when
+/// both are writes (register writes or publishes).
 fn ordered(list: &[&Op], strict_writes: bool, what: &str, v: &mut Verdict) {
     let mut by_invoke: Vec<&Op> = list.to_vec();
     by_invoke.sort_by_key(|o| o.invoke);
