@@ -53,10 +53,27 @@ cmd_run() {
   exec "$ROOT/deploy/local-cluster.sh"
 }
 
+# Node.js 20 or newer with npm, for the console's browser test.
+ensure_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    ensure_packages nodejs npm
+  fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  if [ "$major" -lt 20 ]; then
+    log "the console's browser test needs Node.js 20 or newer (found $(node --version))"
+    exit 1
+  fi
+}
+
 cmd_test() {
   ensure_build_deps
-  # The change-notice tests start their own redis-server.
-  ensure_packages redis-server
+  # The change-notice tests start their own redis-server; the console's
+  # browser test drives Debian's Chromium with playwright-core from npm.
+  ensure_packages redis-server chromium
+  ensure_node
+  log "installing the console test's npm packages"
+  npm ci --prefix cluster-tests/console-e2e --no-audit --no-fund --loglevel=error >/dev/null
   log "running the test suite"
   local out status=0
   out=$(mktemp)

@@ -1,12 +1,27 @@
 //! TLS: a cluster whose nodes serve the API and the peer transport over
 //! TLS only, with a self-signed certificate the test makes. The nodes elect
 //! a leader and replicate over TLS, clients reach them with the
-//! certificate, and plain HTTP gets no answer.
+//! certificate, and plain HTTP gets no answer. The `pulseplane` CLI speaks
+//! TLS with `--ca-file` (and refuses https:// without it); the console's
+//! cookies are `Secure`.
 
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use pulseplane_cluster_tests::Cluster;
+use pulseplane_cluster_tests::{Cluster, TOKEN, node_binary};
 use serde_json::json;
+
+/// Runs the CLI against `endpoint` with the admin token.
+fn cli(endpoint: &str, args: &[&str]) -> Output {
+    Command::new(node_binary().with_file_name("pulseplane"))
+        .arg(format!("--endpoint={endpoint}"))
+        .args(args)
+        .env("PULSEPLANE_TOKEN", TOKEN)
+        .env_remove("PULSEPLANE_TOKEN_FILE")
+        .env_remove("PULSEPLANE_CA_FILE")
+        .output()
+        .expect("run pulseplane")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_over_tls_replicates_and_refuses_plain_http() {
@@ -90,6 +105,95 @@ async fn a_cluster_over_tls_replicates_and_refuses_plain_http() {
         .send()
         .await;
     assert!(r.is_err(), "{r:?}");
+
+    // The CLI over TLS, trusting the CA with --ca-file: status, and an
+    // export from a list whose first node is down.
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, cert.pem()).unwrap();
+    let ca_arg = format!("--ca-file={}", ca_file.display());
+    let all = (1..=3).map(|n| c.url(n)).collect::<Vec<_>>().join(",");
+    let out = cli(&all, &[&ca_arg, "cluster", "status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["members"].as_array().unwrap().len(), 3, "{status}");
+    let export_file = dir.path().join("prod.json");
+    let down = format!(
+        "https://127.0.0.1:{}",
+        pulseplane_cluster_tests::free_port()
+    );
+    let out = cli(
+        &format!("{down},{}", c.url(follower)),
+        &[
+            &ca_arg,
+            "export",
+            "--env",
+            "prod",
+            "--out",
+            export_file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&export_file).unwrap()).unwrap();
+    assert_eq!(exported["env"], "prod");
+    // https:// without --ca-file: a usage error (2); a CA that did not sign
+    // the nodes' certificates: refused by TLS (1).
+    let out = cli(&c.url(leader), &["cluster", "status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-file"));
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let other = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&other_key)
+        .unwrap();
+    let wrong_ca = dir.path().join("wrong-ca.pem");
+    std::fs::write(&wrong_ca, other.pem()).unwrap();
+    let out = cli(
+        &c.url(leader),
+        &[
+            &format!("--ca-file={}", wrong_ca.display()),
+            "cluster",
+            "status",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The console over TLS: its cookies are Secure.
+    let (s, headers, _) = c
+        .client
+        .send(
+            reqwest::Method::GET,
+            &format!("{}/console/sign-in", c.url(leader)),
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let cookie = headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        cookie.starts_with("pp_csrf=")
+            && cookie.contains("; Secure")
+            && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
 
     // The cluster survives losing its leader over TLS.
     c.kill9(leader);

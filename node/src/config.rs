@@ -116,6 +116,18 @@ pub struct Cli {
     /// Log format: `text` or `json`.
     #[arg(long, env = "PULSEPLANE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Send trace spans to this OpenTelemetry collector over OTLP/HTTP
+    /// (`http://host:4318`; spans are posted to `/v1/traces`). Needs a
+    /// build with the cargo feature `otel`.
+    #[arg(long, env = "PULSEPLANE_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans.
+    #[arg(
+        long,
+        env = "PULSEPLANE_OTLP_SERVICE_NAME",
+        default_value = "pulseplane-node"
+    )]
+    pub otlp_service_name: String,
     /// Redis for change notices (optional): `redis://[user:password@]host:port[/db]`,
     /// or `rediss://` for TLS. Without it SDKs learn of changes by polling
     /// alone.
@@ -228,6 +240,9 @@ pub struct NodeConfig {
     pub max_body_bytes: usize,
     pub evaluate_rate: u32,
     pub json_logs: bool,
+    /// Trace export, when configured: the collector's base URL and the
+    /// service name.
+    pub otlp: Option<(String, String)>,
     /// 0: one per CPU core.
     pub worker_threads: usize,
     /// Change notices over Redis, when configured.
@@ -338,6 +353,36 @@ pub fn check_address(flag: &'static str, address: &str) -> Result<(), ConfigErro
 impl Cli {
     /// Checks the flags; nothing is bound or written.
     pub fn into_config(self) -> Result<NodeConfig, ConfigError> {
+        let otlp = match self.otlp_endpoint.as_deref() {
+            None => None,
+            Some(_) if !cfg!(feature = "otel") => {
+                return Err(invalid(
+                    "--otlp-endpoint",
+                    "this build has no OpenTelemetry export (build with the cargo feature otel)",
+                ));
+            }
+            Some(url) => {
+                let rest = url.strip_prefix("http://").ok_or_else(|| {
+                    invalid(
+                        "--otlp-endpoint",
+                        format!(
+                            "{url:?} must be an http:// URL (a collector on this host or network)"
+                        ),
+                    )
+                })?;
+                let authority = rest.split('/').next().unwrap_or("");
+                if authority.is_empty() || authority.contains(char::is_whitespace) {
+                    return Err(invalid("--otlp-endpoint", format!("{url:?} has no host")));
+                }
+                if self.otlp_service_name.trim().is_empty() {
+                    return Err(invalid("--otlp-service-name", "must not be empty"));
+                }
+                Some((
+                    url.trim_end_matches('/').to_owned(),
+                    self.otlp_service_name.clone(),
+                ))
+            }
+        };
         let json_logs = match self.log_format.as_str() {
             "text" => false,
             "json" => true,
@@ -507,6 +552,7 @@ impl Cli {
             max_body_bytes: self.max_body_bytes,
             evaluate_rate: self.evaluate_rate,
             json_logs,
+            otlp,
             worker_threads: self.worker_threads,
             redis,
             jwt,

@@ -23,16 +23,13 @@ fn main() -> ExitCode {
     };
     // rediss:// connections use rustls with ring; installed once, up front.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter = EnvFilter::try_from_env("PULSEPLANE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    if cfg.json_logs {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    let _exporter = match init_tracing(&cfg) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("pulseplane-node: cannot start the trace exporter: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("pulseplane-worker");
     if cfg.worker_threads > 0 {
@@ -61,6 +58,53 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// What keeps exporting spans until `main` returns (nothing without the
+/// feature `otel`).
+#[cfg(feature = "otel")]
+type Exporter = Option<pulseplane_node::otel::Exporter>;
+#[cfg(not(feature = "otel"))]
+type Exporter = ();
+
+/// Logs to stderr (text or JSON, filtered by `PULSEPLANE_LOG`), and, with
+/// `--otlp-endpoint`, spans to the collector (filtered by
+/// `PULSEPLANE_OTLP_LOG`, by default as the logs).
+fn init_tracing(cfg: &pulseplane_node::config::NodeConfig) -> std::io::Result<Exporter> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    const DEFAULT: &str = "info,openraft=warn";
+    let filter =
+        || EnvFilter::try_from_env("PULSEPLANE_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT));
+    let logs = if cfg.json_logs {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_filter(filter())
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_filter(filter())
+            .boxed()
+    };
+    let registry = tracing_subscriber::registry().with(logs);
+    #[cfg(feature = "otel")]
+    {
+        if let Some((endpoint, service)) = &cfg.otlp {
+            let (layer, exporter) =
+                pulseplane_node::otel::Exporter::start(endpoint, service, cfg.node_id)?;
+            let spans = EnvFilter::try_from_env("PULSEPLANE_OTLP_LOG").unwrap_or_else(|_| filter());
+            registry.with(layer.with_filter(spans)).init();
+            return Ok(Some(exporter));
+        }
+        registry.init();
+        Ok(None)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        registry.init();
+        Ok(())
+    }
 }
 
 /// `pulseplane-node restore ...`: seeds a data dir from a backup.

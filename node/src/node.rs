@@ -39,6 +39,8 @@ pub struct Node {
     pub protect_metrics: bool,
     pub protect_health: bool,
     pub max_body_bytes: usize,
+    /// The API listener serves TLS (the console's cookies get `Secure`).
+    pub tls: bool,
     /// The environment actors and their published snapshots.
     pub envs: Arc<Envs>,
     /// Bounds preview evaluations.
@@ -468,6 +470,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         },
         protect_metrics: cfg.protect_metrics,
         protect_health: cfg.protect_health,
+        tls: cfg.tls.is_some(),
         max_body_bytes: cfg.max_body_bytes,
         envs: Envs::new(cfg.node_id, notifier),
         evaluate_limiter: RateLimiter::new(cfg.evaluate_rate),

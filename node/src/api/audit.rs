@@ -35,6 +35,8 @@ pub struct AuditQuery {
     pub subject: Option<String>,
     /// Only entries at or after this time, Unix milliseconds.
     pub since: Option<i64>,
+    /// Only entries before this time, Unix milliseconds.
+    pub until: Option<i64>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<u64>,
     /// Entries per page, 1 to 1000 (default 100).
@@ -81,6 +83,7 @@ pub(crate) async fn list(
             env.is_none_or(|want| e.env == want)
                 && q.subject.as_deref().is_none_or(|s| e.subject == s)
                 && q.since.is_none_or(|t| e.at_ms >= t)
+                && q.until.is_none_or(|t| e.at_ms < t)
         });
         for e in matching {
             if items.len() == limit {

@@ -49,8 +49,14 @@ pub use error::ApiError;
 
 use crate::node::Node;
 
-/// The public and admin routes of a node.
+/// The public and admin routes of a node, and the operator console.
 pub fn router(node: Arc<Node>) -> Router {
+    let api = api_router(node.clone());
+    api.clone().merge(crate::console::router(node, api))
+}
+
+/// The public and admin routes of a node.
+fn api_router(node: Arc<Node>) -> Router {
     let mut protected = Router::new()
         .merge(admin::router())
         .merge(environments::router())
@@ -89,7 +95,7 @@ pub fn router(node: Arc<Node>) -> Router {
 
 /// Gives every request its id and span (see `request_id`), and counts it
 /// by route template, method and status, with its latency (`/metrics`).
-async fn observe(
+pub(crate) async fn observe(
     axum::extract::State(node): axum::extract::State<Arc<Node>>,
     req: axum::extract::Request,
     next: middleware::Next,

@@ -12,9 +12,11 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
+use tracing::field::Empty;
 use tracing::{Instrument, debug_span, info_span};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const TRACEPARENT_HEADER: &str = "traceparent";
 
 tokio::task_local! {
     static REQUEST_ID: Arc<str>;
@@ -47,12 +49,27 @@ fn new_id() -> Arc<str> {
 /// the hot path and log little), free unless debug logging is on.
 pub fn begin(req: &Request) -> (Arc<str>, tracing::Span) {
     let id = given(req).unwrap_or_else(new_id);
-    let span = if req.method() == Method::GET || req.method() == Method::HEAD {
-        debug_span!("request", request_id = %id)
+    let method = req.method();
+    let path = req.uri().path();
+    let span = if method == Method::GET || method == Method::HEAD {
+        debug_span!("request", request_id = %id, method = %method, path = %path, traceparent = Empty)
     } else {
-        info_span!("request", request_id = %id)
+        info_span!("request", request_id = %id, method = %method, path = %path, traceparent = Empty)
     };
+    continue_trace(&span, req);
     (id, span)
+}
+
+/// Records the caller's W3C `traceparent` in `span`, so that exported
+/// spans continue the caller's trace.
+fn continue_trace(span: &tracing::Span, req: &Request) {
+    if let Some(parent) = req
+        .headers()
+        .get(TRACEPARENT_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        span.record("traceparent", parent);
+    }
 }
 
 /// Runs `next` as the request `id`, in `span`, and sets the response
@@ -72,7 +89,8 @@ pub async fn run(id: Arc<str>, span: tracing::Span, req: Request, next: Next) ->
 pub async fn adopt(req: Request, next: Next) -> Response {
     match given(&req) {
         Some(id) => {
-            let span = info_span!("peer_request", request_id = %id);
+            let span = info_span!("peer_request", request_id = %id, traceparent = Empty);
+            continue_trace(&span, &req);
             REQUEST_ID.scope(id, next.run(req).instrument(span)).await
         }
         None => next.run(req).await,

@@ -27,7 +27,8 @@ pub struct Cli {
 /// Flags every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct Global {
-    /// Node base URLs, comma-separated; tried in order.
+    /// Node base URLs (http:// or https://), comma-separated; tried in
+    /// order.
     #[arg(
         long,
         global = true,
@@ -35,6 +36,10 @@ pub struct Global {
         default_value = "http://127.0.0.1:7401"
     )]
     pub endpoint: String,
+    /// PEM CA certificates that https:// nodes' certificates must chain to
+    /// (the nodes' --tls-ca-file).
+    #[arg(long, global = true, env = "PULSEPLANE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// A file holding the bearer token (else PULSEPLANE_TOKEN).
     #[arg(long, global = true, env = "PULSEPLANE_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::backup::Backup;
 use crate::cli::args::{Cli, ClusterCmd, Cmd, EnvCmd, FlagCmd};
 use crate::cli::export::{ExportArgs, run as export};
-use crate::cli::http::{CliError, Conn};
+use crate::cli::http::{CliError, Conn, client, endpoints, read_token};
 
 /// Lays out rows under headers, columns padded to their widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -105,28 +105,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             min_version,
             wait,
         } => {
-            let token = g.token_file.as_ref().map_or_else(
-                || Ok(g.token.clone().unwrap_or_default()),
-                |p| {
-                    std::fs::read_to_string(p)
-                        .map(|t| t.trim().to_owned())
-                        .map_err(|e| CliError::Usage(format!("--token-file {}: {e}", p.display())))
-                },
-            )?;
+            let token =
+                read_token(g.token.as_deref(), g.token_file.as_deref())?.unwrap_or_default();
+            let list = endpoints(&g.endpoint, g.ca_file.is_some())?;
+            let http = client(g.timeout + *wait, g.ca_file.as_deref())?;
             let mut last = None;
-            for endpoint in g
-                .endpoint
-                .split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-            {
+            for endpoint in &list {
                 match export(&ExportArgs {
                     endpoint,
                     env,
                     token: &token,
                     min_version: *min_version,
                     wait: *wait,
-                    timeout: g.timeout,
+                    http: &http,
                 }) {
                     Ok((bytes, snapshot)) => {
                         write_out(out.as_deref(), &bytes)?;
@@ -153,6 +144,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         &g.endpoint,
         g.token.as_deref(),
         g.token_file.as_deref(),
+        g.ca_file.as_deref(),
         g.timeout,
     )?;
     let runtime = tokio::runtime::Builder::new_current_thread()

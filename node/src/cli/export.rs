@@ -9,8 +9,6 @@ use pulseplane_core::Snapshot;
 /// Why `export` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("--endpoint {0:?} must be an http:// URL (the CLI does not speak TLS yet)")]
-    Endpoint(String),
     #[error("the node answered version {got} of {env}, older than --min-version {want}")]
     TooOld { env: String, got: u64, want: u64 },
     #[error("the node answered environment {got:?}, not {want:?}")]
@@ -41,15 +39,13 @@ pub struct ExportArgs<'a> {
     /// Ask for at least this version, waiting up to `wait` for it.
     pub min_version: Option<u64>,
     pub wait: Duration,
-    pub timeout: Duration,
+    /// The client (its timeout covers `wait`; its roots, https:// nodes).
+    pub http: &'a reqwest::Client,
 }
 
 /// Fetches and checks the bootstrap file; returns its bytes and snapshot.
 pub fn run(args: &ExportArgs<'_>) -> Result<(Vec<u8>, Snapshot), ExportError> {
     let base = args.endpoint.trim_end_matches('/');
-    if !base.starts_with("http://") {
-        return Err(ExportError::Endpoint(args.endpoint.to_owned()));
-    }
     let mut url = format!("{base}/v1/environments/{}/export", args.env);
     let mut query = Vec::new();
     if let Some(v) = args.min_version {
@@ -70,11 +66,8 @@ pub fn run(args: &ExportArgs<'_>) -> Result<(Vec<u8>, Snapshot), ExportError> {
             url: url.clone(),
             source,
         };
-        let client = reqwest::Client::builder()
-            .timeout(args.timeout + args.wait)
-            .build()
-            .map_err(request_error)?;
-        let response = client
+        let response = args
+            .http
             .get(&url)
             .bearer_auth(args.token)
             .send()

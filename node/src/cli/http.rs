@@ -49,52 +49,96 @@ pub struct Conn {
     http: reqwest::Client,
 }
 
+/// The node base URLs of a comma-separated `--endpoint`: `http://host:port`,
+/// or `https://host:port` when `--ca-file` says whom to trust.
+pub fn endpoints(list: &str, has_ca: bool) -> Result<Vec<String>, CliError> {
+    let endpoints: Vec<String> = list
+        .split(',')
+        .map(|e| e.trim().trim_end_matches('/').to_owned())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(CliError::Usage(
+            "--endpoint: give at least one node, e.g. http://127.0.0.1:7401".into(),
+        ));
+    }
+    for e in &endpoints {
+        let rest = e
+            .strip_prefix("http://")
+            .or_else(|| e.strip_prefix("https://"));
+        if rest.is_none_or(|rest| rest.is_empty() || rest.contains('/')) {
+            return Err(CliError::Usage(format!(
+                "--endpoint {e:?}: must be http://host:port or https://host:port"
+            )));
+        }
+        if e.starts_with("https://") && !has_ca {
+            return Err(CliError::Usage(format!(
+                "--endpoint {e:?}: give --ca-file, the PEM CA that signed the nodes' certificates"
+            )));
+        }
+    }
+    Ok(endpoints)
+}
+
+/// The bearer token: from `token_file` if given, else `token`.
+pub fn read_token(
+    token: Option<&str>,
+    token_file: Option<&Path>,
+) -> Result<Option<String>, CliError> {
+    let token = match token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("--token-file {}: {e}", path.display())))?
+                .trim()
+                .to_owned(),
+        ),
+        None => token.map(|t| t.trim().to_owned()),
+    };
+    Ok(token.filter(|t| !t.is_empty()))
+}
+
+/// The CLI's HTTP client: `timeout` per request, trusting the PEM CAs in
+/// `ca_file` for https:// nodes.
+pub fn client(timeout: Duration, ca_file: Option<&Path>) -> Result<reqwest::Client, CliError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(2));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| CliError::Usage(format!("--ca-file {}: {e}", path.display())))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--ca-file {}: no PEM certificate in it",
+                    path.display()
+                ))
+            })?;
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| CliError::Usage(format!("cannot start the HTTP client: {e}")))
+}
+
 impl Conn {
-    /// `endpoints` is a comma-separated list of `http://host:port`; the
-    /// token comes from `token_file` or else `token`.
+    /// `endpoints` is a comma-separated list of node base URLs; the token
+    /// comes from `token_file` or else `token`; `ca_file` holds the CAs
+    /// trusted for https:// nodes.
     pub fn new(
         endpoints: &str,
         token: Option<&str>,
         token_file: Option<&Path>,
+        ca_file: Option<&Path>,
         timeout: Duration,
     ) -> Result<Conn, CliError> {
-        let endpoints: Vec<String> = endpoints
-            .split(',')
-            .map(|e| e.trim().trim_end_matches('/').to_owned())
-            .filter(|e| !e.is_empty())
-            .collect();
-        if endpoints.is_empty() {
-            return Err(CliError::Usage(
-                "--endpoint: give at least one node, e.g. http://127.0.0.1:7401".into(),
-            ));
-        }
-        if let Some(bad) = endpoints.iter().find(|e| {
-            e.strip_prefix("http://")
-                .is_none_or(|rest| rest.is_empty() || rest.contains('/'))
-        }) {
-            return Err(CliError::Usage(format!(
-                "--endpoint {bad:?}: must be http://host:port (the CLI does not speak TLS yet)"
-            )));
-        }
-        let token = match token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| CliError::Usage(format!("--token-file {}: {e}", path.display())))?
-                    .trim()
-                    .to_owned(),
-            ),
-            None => token.map(|t| t.trim().to_owned()),
-        }
-        .filter(|t| !t.is_empty());
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| CliError::Usage(format!("cannot start the HTTP client: {e}")))?;
         Ok(Conn {
-            endpoints,
-            token,
-            http,
+            endpoints: self::endpoints(endpoints, ca_file.is_some())?,
+            token: read_token(token, token_file)?,
+            http: client(timeout, ca_file)?,
         })
     }
 

@@ -104,6 +104,10 @@ impl PeerClient {
         if let Some(id) = crate::api::request_id::current() {
             request = request.header(crate::api::request_id::REQUEST_ID_HEADER, &*id);
         }
+        // And its trace, when spans are exported.
+        if let Some(parent) = crate::otel::current_traceparent() {
+            request = request.header(crate::api::request_id::TRACEPARENT_HEADER, parent);
+        }
         let send = request.body(bytes).timeout(timeout).send();
         let address = address.to_owned();
         let response = send.await.map_err(|e| transport_error(&address, e))?;
