@@ -16,10 +16,16 @@
 //! equal the `pp_csrf` cookie (a random value, SameSite=Strict), and a
 //! cross-site `Origin` or `Sec-Fetch-Site` is refused.
 //!
+//! Every answer carries `Server-Timing: render;dur=<ms>`, the node's time
+//! for the page, its API calls included (which also count in the API's
+//! request metrics, like any other).
+//!
 //! Layout:
 //! - this module: routes, the request context (cookies, CSRF), API dispatch
 //! - `html`: escaping, the page frame, formatting
-//! - `pages`: one handler per page and action
+//! - `pages`: sign-in and the shared page helpers; `pages/*`: one file per
+//!   page (environments, flags, editor, history, evaluate, fleet and
+//!   export, audit, cluster) with its actions
 
 mod html;
 mod pages;
