@@ -179,6 +179,7 @@ try {
     const line = await fleetOn(killed);
     check(line.includes(`on version ${killed}`), `the SDK instance converges on ${killed}: ${line}`);
     check(await page.locator(`tr[data-state="killed"] a:text("${flag}")`).count() === 1, "the flag shows as killed");
+    check(await page.locator("button:has-text(\"Publish 1 changed flag\")").count() === 1, "its unpublished edit can still be published");
     await shot("flags-killed");
     await page.click(`a[href="/console/env/${env}/fleet"]`);
     await page.waitForFunction((id) => document.body.innerText.includes(id), instance);
@@ -266,6 +267,14 @@ try {
     check((await page.locator("#leader").innerText()).startsWith("node"), "a leader");
     check(await page.locator("text=Add a node").count() === 1, "the admin may add nodes");
     await shot("cluster");
+    // Remove a follower (with the confirmation dialog): two members remain.
+    const leader = (await page.locator("#leader").innerText()).replace("node ", "");
+    const follower = ["1", "2", "3"].find((id) => id !== leader && id !== "2");
+    await page.click(`button[aria-label="Remove node ${follower}"]`);
+    await page.waitForURL(/did=removed/);
+    check((await page.locator(".notice").innerText()).includes(`Removed node ${follower}`), "the removal is reported");
+    check(await page.locator("#members tbody tr").count() === 2, "two members remain");
+    await shot("cluster-node-removed");
   });
 
   await step("sign-out", async () => {

@@ -28,7 +28,9 @@ function filterFlags() {
   for (var i = 0; i < rows.length; i++) {
     var row = rows[i];
     var match = row.getAttribute("data-search").indexOf(text) !== -1 &&
-      (state === "all" || row.getAttribute("data-state") === state);
+      (state === "all" ||
+        (state === "changed" && row.getAttribute("data-changed") === "true") ||
+        (state === "killed" && row.getAttribute("data-state") === "killed"));
     row.hidden = !match;
   }
 }

@@ -66,10 +66,26 @@ pub(super) fn form_field(pointer: &str) -> Option<&'static str> {
 }
 
 /// Sorts an API refusal's details into form fields and JSON lines.
+/// A problem without the parser's ` at line L column C`, which counts in
+/// the compact JSON the console sent, not in the text shown.
+pub(super) fn without_position(problem: &str) -> String {
+    match problem.rfind(" at line ") {
+        Some(i)
+            if problem[i + 9..]
+                .split(" column ")
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            problem[..i].to_owned()
+        }
+        _ => problem.to_owned(),
+    }
+}
+
 fn problems_of(f: &ApiFailure, lines: &[(String, usize)], form: bool) -> Problems {
     let mut p = Problems::none();
-    p.message = f.message.clone();
+    p.message = without_position(&f.message);
     for (path, problem) in &f.details {
+        let problem = &without_position(problem);
         match form_field(path).filter(|_| form) {
             Some(name) => p.fields.push((name, problem.clone())),
             None => p
@@ -104,7 +120,7 @@ fn editor_page(ctx: &Ctx, me: &Me, ed: &Editing<'_>) -> Response {
     };
     let can_write = me.can(Permission::FlagWrite, Some(env));
     let mut body = html::env_tabs(env, Tab::Flags, me.can(Permission::ExportRead, Some(env)));
-    let (badges, _) = badges(view);
+    let (badges, _, _) = badges(view);
     let _ = write!(body, "<h1>Flag {}</h1><p>{badges}</p>", esc(key));
     body.push_str(&html::notice(match ed.did {
         "saved" => "Draft saved.",
@@ -211,12 +227,12 @@ fn editor_page(ctx: &Ctx, me: &Me, ed: &Editing<'_>) -> Response {
     let mut json_errors = String::new();
     for (path, line, problem) in &p.json {
         let at = match line {
-            Some(l) => format!("line {}, ", l + 1),
+            Some(l) => format!(" (line {})", l + 1),
             None => String::new(),
         };
         let _ = write!(
             json_errors,
-            "<li><code>{}</code> ({at}): {}</li>",
+            "<li><code>{}</code>{at}: {}</li>",
             esc(if path.is_empty() { "/" } else { path }),
             esc(problem)
         );

@@ -12,8 +12,9 @@ use super::super::html::{self, Section, Tab, csrf_field, esc, when};
 use super::super::{Ctx, Form, enc};
 use super::*;
 
-/// A flag's state badges.
-pub(super) fn badges(f: &Value) -> (String, &'static str) {
+/// A flag's state badges, its state for the filter (`changed`, `killed`
+/// or `published`), and whether it has changes to publish.
+pub(super) fn badges(f: &Value) -> (String, &'static str, bool) {
     let mut out = String::new();
     let mut state = "published";
     if f["published"].is_null() {
@@ -35,7 +36,10 @@ pub(super) fn badges(f: &Value) -> (String, &'static str) {
     } else if f["published"]["enabled"].as_bool() == Some(false) {
         out.push_str("<span class=\"badge off\">disabled</span>");
     }
-    (out, state)
+    let changed = f["published"].is_null()
+        || f["draft"].is_null()
+        || f["unpublished_changes"].as_bool() == Some(true);
+    (out, state, changed)
 }
 
 pub(super) fn kill_form(ctx: &Ctx, env: &str, key: &str, killed: bool) -> String {
@@ -138,15 +142,20 @@ pub(crate) async fn flags(ctx: Ctx, Path(env): Path<String>, RawQuery(q): RawQue
             &f["draft"]
         };
         let description = s(&current["description"]);
-        let (badges, state) = badges(f);
-        if state == "changed" {
+        let (badges, state, changed) = badges(f);
+        if changed {
             unpublished += 1;
         }
         let text = format!("{} {}", key.to_lowercase(), description.to_lowercase());
         if !search.is_empty() && !text.contains(&search) {
             continue;
         }
-        if show != "all" && show != state {
+        let wanted = match show {
+            "changed" => changed,
+            "killed" => state == "killed",
+            _ => true,
+        };
+        if !wanted {
             continue;
         }
         shown += 1;
@@ -163,7 +172,7 @@ pub(crate) async fn flags(ctx: Ctx, Path(env): Path<String>, RawQuery(q): RawQue
         };
         let _ = write!(
             body,
-            "<tr data-search=\"{}\" data-state=\"{state}\"><td><a href=\"/console/env/{e}/flags/{}\">{}</a>\
+            "<tr data-search=\"{}\" data-state=\"{state}\" data-changed=\"{changed}\"><td><a href=\"/console/env/{e}/flags/{}\">{}</a>\
              <div class=\"muted\">{}</div></td><td>{}</td><td>{badges}</td><td>{updated}</td><td>{kill}</td></tr>",
             esc(&text),
             enc(&key),

@@ -305,6 +305,14 @@ mod tests {
         assert_eq!(editor::form_field("/description"), Some("description"));
         assert_eq!(editor::form_field("/default/variant"), Some("default"));
         assert_eq!(editor::form_field("/rules/0/clauses/0/operator"), None);
+        assert_eq!(
+            editor::without_position("unknown variant `x` at line 1 column 206"),
+            "unknown variant `x`"
+        );
+        assert_eq!(
+            editor::without_position("at line 5 of the rules"),
+            "at line 5 of the rules"
+        );
     }
 
     #[test]
