@@ -58,8 +58,28 @@ pub struct Published {
     pub body: Bytes,
     /// `body`, gzip-compressed once.
     pub gzip: Bytes,
-    /// The compiled flag set, for preview evaluation.
-    pub flags: Option<Arc<FlagSet>>,
+    /// The compiled flag set, for preview evaluation: compiled from `body`
+    /// on the first preview, not at every publish (for a large environment
+    /// it is several times the size of `body`, and only previews use it).
+    flags: std::sync::OnceLock<Option<Arc<FlagSet>>>,
+}
+
+impl Published {
+    /// The compiled flag set (compiled on first use; `None` if the
+    /// snapshot does not compile, which publishing rules out).
+    pub fn flag_set(&self) -> Option<Arc<FlagSet>> {
+        self.flags
+            .get_or_init(|| {
+                match Snapshot::load(&self.body) {
+                    Ok((_, set)) => Some(Arc::new(set)),
+                    Err(e) => {
+                        error!(env = %self.env, version = self.version, error = %e, "published snapshot does not compile");
+                        None
+                    }
+                }
+            })
+            .clone()
+    }
 }
 
 /// What the dispatcher copies out of the state for an actor.
@@ -482,13 +502,6 @@ fn build(env: &str, source: Source) -> Published {
         .write_all(&body)
         .and_then(|()| gz.finish())
         .unwrap_or_default();
-    let flags = match snapshot.compile() {
-        Ok(set) => Some(Arc::new(set)),
-        Err(e) => {
-            error!(env = %env, version = snapshot.version, error = %e, "published snapshot does not compile");
-            None
-        }
-    };
     let short = snapshot.digest.get(..16).unwrap_or(&snapshot.digest);
     let etag = HeaderValue::from_str(&format!("\"{}-{short}\"", snapshot.version))
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
@@ -500,6 +513,6 @@ fn build(env: &str, source: Source) -> Published {
         applied_index: source.applied_index,
         body: Bytes::from(body),
         gzip: Bytes::from(gzip),
-        flags,
+        flags: std::sync::OnceLock::new(),
     }
 }

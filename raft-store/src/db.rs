@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use openraft::Entry;
-use rocksdb::{ColumnFamilyDescriptor, DB, Options};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Options};
 
 use crate::config::TypeConfig;
 
@@ -32,6 +32,16 @@ pub enum StoreError {
 /// let old WAL files go.
 const MAX_TOTAL_WAL_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Memtable sizes: the log takes every write; `meta` and `sm` take a small
+/// record per batch. RocksDB's default (64 MiB, two of them, per column
+/// family) would hold the whole recent log in memory: the node's memory is
+/// the state, the log only has to be durable.
+const LOGS_MEMTABLE_BYTES: usize = 8 * 1024 * 1024;
+const SMALL_MEMTABLE_BYTES: usize = 1024 * 1024;
+/// One block cache for every column family (reads are rare: a follower
+/// catching up, a restart).
+const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Opens (creating when missing) the store at `path` and returns its log
 /// store and state machine, which share the database. RocksDB lives in
 /// `path/db`, snapshot files in `path/snapshots`.
@@ -45,9 +55,20 @@ pub fn open(path: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     // RocksDB flushes the column families that hold the oldest file back,
     // so the WAL stays bounded however long the node runs.
     opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
-    let cfs = [CF_LOGS, CF_META, CF_SM]
-        .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    let cfs = [CF_LOGS, CF_META, CF_SM].into_iter().map(|name| {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        let mut cf = Options::default();
+        cf.set_block_based_table_factory(&table);
+        cf.set_write_buffer_size(if name == CF_LOGS {
+            LOGS_MEMTABLE_BYTES
+        } else {
+            SMALL_MEMTABLE_BYTES
+        });
+        cf.set_max_write_buffer_number(2);
+        ColumnFamilyDescriptor::new(name, cf)
+    });
     let db = Arc::new(DB::open_cf_descriptors(&opts, path.join("db"), cfs)?);
     let sm = StateMachineStore::load(db.clone(), path.join("snapshots"))?;
     Ok((LogStore::new(db), sm))

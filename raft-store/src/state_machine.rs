@@ -110,7 +110,9 @@ pub struct Applied {
 impl Applied {
     /// Decodes a snapshot's data (as received from a leader).
     pub fn decode(bytes: &[u8]) -> Result<Applied, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        let mut applied: Applied = serde_json::from_slice(bytes)?;
+        applied.state.share_revisions();
+        Ok(applied)
     }
 
     /// The replicated state it holds.
@@ -200,7 +202,7 @@ impl StateMachineStore {
                 let data = std::fs::read(snapshot_dir.join(&file))
                     .map_err(|e| corrupt(format!("cannot read the snapshot file {file}: {e}")))?;
                 snapshot_bytes = data.len() as u64;
-                applied = serde_json::from_slice(&data)?;
+                applied = Applied::decode(&data)?;
                 applied.last_applied = meta.last_log_id;
                 applied.membership = meta.last_membership;
             }

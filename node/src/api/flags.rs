@@ -59,7 +59,7 @@ impl FlagView {
         Some(FlagView {
             key: key.to_owned(),
             revision: draft.map(|d| d.item.version),
-            draft: draft.map(|d| d.item.clone()),
+            draft: draft.map(|d| (*d.item).clone()),
             published_revision: published.as_ref().map(|f| f.version),
             published,
             unpublished_changes: e.has_unpublished_changes(key),

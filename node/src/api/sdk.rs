@@ -627,11 +627,11 @@ pub(crate) async fn evaluate(
             Ok::<_, ApiError>((
                 e.draft_flags
                     .values()
-                    .map(|d| d.item.clone())
+                    .map(|d| (*d.item).clone())
                     .collect::<Vec<_>>(),
                 e.draft_segments
                     .values()
-                    .map(|d| d.item.clone())
+                    .map(|d| (*d.item).clone())
                     .collect::<Vec<_>>(),
             ))
         })?;
@@ -640,13 +640,20 @@ pub(crate) async fn evaluate(
     } else {
         let actor = node.envs.get(&env).ok_or_else(|| not_found(&env))?;
         let p = actor.current().ok_or_else(|| not_built(&env))?;
-        let set = p.flags.clone().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "snapshot_unavailable",
-                "the published snapshot could not be compiled on this node",
-            )
-        })?;
+        // Compiled on the first preview of this version, off the async
+        // workers.
+        let compiled = p.clone();
+        let set = tokio::task::spawn_blocking(move || compiled.flag_set())
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "snapshot_unavailable",
+                    "the published snapshot could not be compiled on this node",
+                )
+            })?;
         (set, Some(p.version))
     };
     let keys: Vec<String> = match b.flags {

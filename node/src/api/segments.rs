@@ -58,7 +58,7 @@ impl SegmentView {
         Some(SegmentView {
             key: key.to_owned(),
             revision: draft.map(|d| d.item.version),
-            draft: draft.map(|d| d.item.clone()),
+            draft: draft.map(|d| (*d.item).clone()),
             published_revision: published.as_ref().map(|s| s.version),
             published,
             unpublished_changes: e.has_unpublished_segment_changes(key),

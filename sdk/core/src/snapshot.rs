@@ -97,9 +97,13 @@ impl Snapshot {
         snap
     }
 
-    /// The digest of this snapshot's content.
+    /// The digest of this snapshot's content, hashed from its JSON text
+    /// level by level (no JSON tree of the whole snapshot, which for a
+    /// large environment is many times its size).
     pub fn compute_digest(&self) -> String {
-        digest_of(serde_json::to_value(self).unwrap_or(Value::Null))
+        let text = serde_json::to_string(self).unwrap_or_default();
+        canonical_sha256_of_text(&text, Some("digest"))
+            .unwrap_or_else(|_| digest_of(serde_json::to_value(self).unwrap_or(Value::Null)))
     }
 
     /// Compact JSON.
@@ -202,6 +206,8 @@ mod tests {
             snap.published_at.as_deref(),
             Some("2026-11-28T01:02:03.456Z")
         );
+        // The digest from the text equals the digest of the JSON tree.
+        assert_eq!(snap.digest, digest_of(serde_json::to_value(&snap).unwrap()));
         let text = snap.to_json();
         let back = Snapshot::from_json(&text).unwrap();
         assert_eq!(back, snap);

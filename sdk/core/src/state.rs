@@ -4,6 +4,7 @@
 //! byte-identical [`State::digest`] on every replica. All maps are ordered.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +53,38 @@ pub struct State {
     pub access: AccessState,
     #[serde(default)]
     pub audit: AuditLog,
+}
+
+impl State {
+    /// Makes every draft that equals its published revision share that
+    /// revision's memory again (deserializing gives each its own copy).
+    /// Call after loading a state.
+    pub fn share_revisions(&mut self) {
+        for e in self.environments.values_mut() {
+            for (key, d) in &mut e.draft_flags {
+                if let Some(rev) = e
+                    .flag_revisions
+                    .get(key)
+                    .and_then(|r| r.get(&d.item.version))
+                {
+                    if **rev == *d.item {
+                        d.item = rev.clone();
+                    }
+                }
+            }
+            for (key, d) in &mut e.draft_segments {
+                if let Some(rev) = e
+                    .segment_revisions
+                    .get(key)
+                    .and_then(|r| r.get(&d.item.version))
+                {
+                    if **rev == *d.item {
+                        d.item = rev.clone();
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Cluster-wide settings, replicated like everything else so that every
@@ -166,8 +199,10 @@ struct Recorded {
 /// A draft (unpublished) flag or segment with its write metadata.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Draft<T> {
-    /// The item, its `version` field set to its revision.
-    pub item: T,
+    /// The item, its `version` field set to its revision. Shared with the
+    /// published revision of the same number, if any (one copy in memory;
+    /// serialized as the item).
+    pub item: Arc<T>,
     pub updated_at_ms: i64,
     pub updated_by: String,
 }
@@ -284,10 +319,11 @@ pub struct EnvState {
     #[serde(default)]
     pub published_segments: BTreeMap<String, u64>,
     /// Every published flag revision, by key then revision.
-    /// (Boxed: most keys have one revision, and a map node holds room for
-    /// eleven values inline.)
-    pub flag_revisions: BTreeMap<String, BTreeMap<u64, Box<Flag>>>,
-    pub segment_revisions: BTreeMap<String, BTreeMap<u64, Box<Segment>>>,
+    /// (Behind an `Arc`: most keys have one revision, a map node holds room
+    /// for eleven values inline, and the draft of the same revision shares
+    /// it.)
+    pub flag_revisions: BTreeMap<String, BTreeMap<u64, Arc<Flag>>>,
+    pub segment_revisions: BTreeMap<String, BTreeMap<u64, Arc<Segment>>>,
     pub kills: BTreeMap<String, KillRecord>,
     /// Keys of draft flags that have prerequisites (derived from
     /// `draft_flags`, not serialized, rebuilt on first use after loading),
@@ -937,7 +973,7 @@ impl EnvState {
             let drafts = self
                 .draft_flags
                 .values()
-                .map(|d| &d.item)
+                .map(|d| &*d.item)
                 .filter(|f| f.key != flag.key)
                 .chain(std::iter::once(&flag));
             issues.extend(check_prerequisite_graph(drafts));
@@ -1087,40 +1123,45 @@ impl EnvState {
                 }
             }
         }
-        let resolve_flag = |k: &String, rev: &u64| -> Option<Flag> {
+        let resolve_flag = |k: &String, rev: &u64| -> Option<Arc<Flag>> {
             match self.draft_flags.get(k) {
                 Some(d) if d.item.version == *rev => Some(d.item.clone()),
-                _ => self.flag_revision(k, *rev).cloned(),
+                _ => self.flag_revisions.get(k)?.get(rev).cloned(),
             }
         };
-        let resolve_segment = |k: &String, rev: &u64| -> Option<Segment> {
+        let resolve_segment = |k: &String, rev: &u64| -> Option<Arc<Segment>> {
             match self.draft_segments.get(k) {
                 Some(d) if d.item.version == *rev => Some(d.item.clone()),
-                _ => self.segment_revision(k, *rev).cloned(),
+                _ => self.segment_revisions.get(k)?.get(rev).cloned(),
             }
         };
-        let flag_items: Vec<Flag> = flags
+        let flag_items: Vec<Arc<Flag>> = flags
             .iter()
             .filter_map(|(k, r)| resolve_flag(k, r))
             .collect();
-        let segment_items: Vec<Segment> = segments
+        let segment_items: Vec<Arc<Segment>> = segments
             .iter()
             .filter_map(|(k, r)| resolve_segment(k, r))
             .collect();
-        FlagSet::compile(&self.key, 0, &flag_items, &segment_items)?;
+        {
+            // The compiler takes owned items; the copies live only here.
+            let flags: Vec<Flag> = flag_items.iter().map(|f| (**f).clone()).collect();
+            let segments: Vec<Segment> = segment_items.iter().map(|s| (**s).clone()).collect();
+            FlagSet::compile(&self.key, 0, &flags, &segments)?;
+        }
         for f in flag_items {
             self.flag_revisions
                 .entry(f.key.clone())
                 .or_default()
                 .entry(f.version)
-                .or_insert_with(|| Box::new(f));
+                .or_insert(f);
         }
         for s in segment_items {
             self.segment_revisions
                 .entry(s.key.clone())
                 .or_default()
                 .entry(s.version)
-                .or_insert_with(|| Box::new(s));
+                .or_insert(s);
         }
         self.push_version(flags, segments, VersionAction::Publish, message, at, who)
     }
@@ -1401,7 +1442,7 @@ fn store<T: DraftItem>(
     drafts.insert(
         item.key().to_owned(),
         Draft {
-            item,
+            item: Arc::new(item),
             updated_at_ms: at,
             updated_by: who.to_owned(),
         },

@@ -341,6 +341,37 @@ fn dependents_are_found_after_a_reload() {
     assert!(delete(&mut h).is_ok());
 }
 
+/// A published draft and its revision are one allocation, in the state as
+/// built and again after a reload; sharing changes neither the serialized
+/// form nor the digest.
+#[test]
+fn a_draft_shares_its_published_revision() {
+    let mut h = Harness::new();
+    h.put(on_flag("a"));
+    h.put(on_flag("b"));
+    h.publish(None).unwrap();
+    h.put(json!({"key": "b", "kind": "boolean", "description": "changed"}));
+    let shared = |state: &State, key: &str| {
+        let e = state.env("prod").unwrap();
+        let d = &e.draft_flags[key].item;
+        e.flag_revisions[key]
+            .get(&d.version)
+            .is_some_and(|r| std::sync::Arc::ptr_eq(r, d))
+    };
+    assert!(shared(&h.state, "a"));
+    assert!(!shared(&h.state, "b"), "b's draft is a newer revision");
+    let text = serde_json::to_string(&h.state).unwrap();
+    let digest = h.state.digest();
+    let mut reloaded: State = serde_json::from_str(&text).unwrap();
+    assert!(!shared(&reloaded, "a"));
+    reloaded.share_revisions();
+    assert!(shared(&reloaded, "a"));
+    assert!(!shared(&reloaded, "b"));
+    assert_eq!(serde_json::to_string(&reloaded).unwrap(), text);
+    assert_eq!(reloaded.digest(), digest);
+    assert_eq!(reloaded, h.state);
+}
+
 #[test]
 fn publish_partial_publish_and_history() {
     let mut h = Harness::new();

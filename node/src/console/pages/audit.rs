@@ -81,13 +81,16 @@ pub(crate) async fn audit(ctx: Ctx, RawQuery(q): RawQuery) -> PageResult {
         esc(field(&q, "since")),
         esc(field(&q, "until")),
     );
-    if let Some(page) = page {
+    if let Some(mut page) = page {
         body.push_str(
             "<table class=\"list\" id=\"audit\"><thead><tr><th scope=\"col\">#</th><th scope=\"col\">When</th>\
              <th scope=\"col\">Subject</th><th scope=\"col\">Environment</th><th scope=\"col\">Action</th>\
              <th scope=\"col\">Target</th><th scope=\"col\">Outcome</th><th scope=\"col\">Version</th><th scope=\"col\">Request</th></tr></thead><tbody>",
         );
-        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let items = match page["items"].take() {
+            Value::Array(items) => items,
+            _ => Vec::new(),
+        };
         for a in &items {
             let _ = write!(
                 body,

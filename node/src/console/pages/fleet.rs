@@ -44,25 +44,33 @@ async fn fleet_status(ctx: &Ctx, env: &str) -> Result<Value, ApiFailure> {
             enc(env)
         ))
         .await?;
-    let items = all_items_from(ctx, env, &status).await?;
+    let items = all_items_from(ctx, env, &mut status).await?;
     status["items"] = Value::Array(items);
     status["next_cursor"] = Value::Null;
     Ok(status)
 }
 
-/// The rest of a fleet list after its first page.
-async fn all_items_from(ctx: &Ctx, env: &str, first: &Value) -> Result<Vec<Value>, ApiFailure> {
-    let mut items: Vec<Value> = first["items"].as_array().cloned().unwrap_or_default();
+/// The items of a page, taken out of it.
+fn take_items(page: &mut Value) -> Vec<Value> {
+    match page["items"].take() {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    }
+}
+
+/// Every instance of a fleet list: the first page's and the rest's.
+async fn all_items_from(ctx: &Ctx, env: &str, first: &mut Value) -> Result<Vec<Value>, ApiFailure> {
+    let mut items = take_items(first);
     let mut next = first["next_cursor"].as_str().map(str::to_owned);
     while let Some(cursor) = next.filter(|c| !c.is_empty()) {
-        let page = ctx
+        let mut page = ctx
             .get(&format!(
                 "/v1/environments/{}/sdk-status?limit=1000&cursor={}",
                 enc(env),
                 enc(&cursor)
             ))
             .await?;
-        items.extend(page["items"].as_array().cloned().unwrap_or_default());
+        items.extend(take_items(&mut page));
         next = page["next_cursor"].as_str().map(str::to_owned);
     }
     Ok(items)
@@ -108,7 +116,7 @@ fn instance_rows(items: &[Value]) -> String {
 pub(crate) async fn fleet(ctx: Ctx, Path(env): Path<String>) -> PageResult {
     let me = me(&ctx).await?;
     let status = fleet_status(&ctx, &env).await?;
-    let items = status["items"].as_array().cloned().unwrap_or_default();
+    let items = status["items"].as_array().map_or(&[][..], Vec::as_slice);
     let mut body = html::env_tabs(&env, Tab::Fleet, me.can(Permission::ExportRead, Some(&env)));
     let _ = write!(
         body,
@@ -124,7 +132,7 @@ pub(crate) async fn fleet(ctx: Ctx, Path(env): Path<String>) -> PageResult {
         s(&status["version"]),
         esc(&fleet_line(&status)),
         s(&status["window_seconds"]),
-        instance_rows(&items),
+        instance_rows(items),
     );
     Ok(render(
         &ctx,

@@ -129,9 +129,9 @@ async fn all_items(ctx: &Ctx, path: &str) -> Result<Vec<Value>, ApiFailure> {
             Some(c) => format!("{path}{sep}limit=1000&cursor={}", enc(c)),
             None => format!("{path}{sep}limit=1000"),
         };
-        let page = ctx.get(&url).await?;
-        if let Some(list) = page["items"].as_array() {
-            items.extend(list.iter().cloned());
+        let mut page = ctx.get(&url).await?;
+        if let Value::Array(list) = page["items"].take() {
+            items.extend(list);
         }
         match page["next_cursor"].as_str() {
             Some(c) if !c.is_empty() => cursor = Some(c.to_owned()),
