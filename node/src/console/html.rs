@@ -105,9 +105,9 @@ pub fn page(title: &str, section: Section, who: Option<&Header<'_>>, body: &str)
         }
         out.push_str("</div>");
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</header><main id=\"main\" tabindex=\"-1\">{body}</main></body></html>\n"
+        "</header><main id=\"main\" tabindex=\"-1\">{body}</main></body></html>"
     );
     out
 }

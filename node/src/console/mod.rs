@@ -374,8 +374,8 @@ impl Ctx {
         for (k, v) in extra {
             h.insert(k.clone(), v.clone());
         }
-        if let Some(peer) = &self.peer {
-            req.extensions_mut().insert(peer.clone());
+        if let Some(peer) = self.peer {
+            req.extensions_mut().insert(peer);
         }
         let response = match self.console.api.clone().oneshot(req).await {
             Ok(r) => r,
