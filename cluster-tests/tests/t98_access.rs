@@ -539,12 +539,22 @@ async fn jwt_users_and_the_audit_log_across_a_leader_kill() {
         let client = client.clone();
         let base = urls[n as usize - 1].clone();
         async move {
-            let (s, v) = client
-                .get(&base, "/v1/audit?env=prod&consistency=linearizable")
-                .await
-                .unwrap();
-            assert_eq!(s, 200, "{v}");
-            v["items"].as_array().unwrap().clone()
+            // Right after a leader change a node may not know the new
+            // leader yet: a linearizable read answers 503 (retry) until it
+            // does.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let (s, v) = client
+                    .get(&base, "/v1/audit?env=prod&consistency=linearizable")
+                    .await
+                    .unwrap();
+                if s == 503 && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                assert_eq!(s, 200, "{v}");
+                return v["items"].as_array().unwrap().clone();
+            }
         }
     };
     let before = audit_of(leader).await;
