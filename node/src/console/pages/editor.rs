@@ -463,7 +463,8 @@ pub(crate) async fn save_flag(
         ))),
         Err(f) if f.status == StatusCode::UNAUTHORIZED => Err(f.into()),
         Err(f) => {
-            // Shown re-indented, so that every error has a line to point at.
+            // The flag as sent (from either form), re-indented, so that every
+            // error has a line in the JSON box to point at.
             let (text, lines) = html::pretty_with_lines(&flag);
             let mut problems = problems_of(&f, &lines, by_form);
             if f.status == StatusCode::PRECONDITION_FAILED || f.status == StatusCode::CONFLICT {
@@ -472,7 +473,7 @@ pub(crate) async fn save_flag(
                     f.message
                 );
             }
-            Ok(refused((!by_form).then_some(text), problems))
+            Ok(refused(Some(text), problems))
         }
     }
 }
