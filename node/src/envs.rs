@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::HeaderValue;
+use pulseplane_core::snapshot::snapshot_json;
 use pulseplane_core::state::EnvState;
 use pulseplane_core::{Flag, FlagSet, Segment, Snapshot};
 use pulseplane_raft_store::StateMachineStore;
@@ -87,8 +88,8 @@ struct Source {
     version: u64,
     applied_index: u64,
     published_at_ms: Option<i64>,
-    flags: Vec<Flag>,
-    segments: Vec<Segment>,
+    flags: Vec<Arc<Flag>>,
+    segments: Vec<Arc<Segment>>,
 }
 
 impl Source {
@@ -102,12 +103,12 @@ impl Source {
             flags: e
                 .published_flags
                 .keys()
-                .filter_map(|k| e.published_flag(k))
+                .filter_map(|k| e.published_flag_shared(k))
                 .collect(),
             segments: e
                 .published_segments
-                .iter()
-                .filter_map(|(k, rev)| e.segment_revision(k, *rev).cloned())
+                .keys()
+                .filter_map(|k| e.published_segment_shared(k))
                 .collect(),
         }
     }
@@ -486,14 +487,13 @@ async fn run_actor(
 
 /// Serializes, compresses and compiles one snapshot.
 fn build(env: &str, source: Source) -> Published {
-    let snapshot = Snapshot::new(
+    let (body, digest) = snapshot_json(
         env,
         source.version,
         source.published_at_ms,
         source.flags,
         source.segments,
     );
-    let body = snapshot.to_json();
     let mut gz = flate2::write::GzEncoder::new(
         Vec::with_capacity(body.len() / 4),
         flate2::Compression::default(),
@@ -502,17 +502,20 @@ fn build(env: &str, source: Source) -> Published {
         .write_all(&body)
         .and_then(|()| gz.finish())
         .unwrap_or_default();
-    let short = snapshot.digest.get(..16).unwrap_or(&snapshot.digest);
-    let etag = HeaderValue::from_str(&format!("\"{}-{short}\"", snapshot.version))
+    let short = digest.get(..16).unwrap_or(&digest);
+    let etag = HeaderValue::from_str(&format!("\"{}-{short}\"", source.version))
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
     Published {
         env: env.to_owned(),
-        version: snapshot.version,
-        digest: snapshot.digest,
+        version: source.version,
+        digest,
         etag,
         applied_index: source.applied_index,
-        body: Bytes::from(body),
-        gzip: Bytes::from(gzip),
+        // Exact-size copies: the serializer and the encoder leave up to
+        // half of their buffers unused, and these live until the next
+        // publish.
+        body: Bytes::from(body.into_boxed_slice()),
+        gzip: Bytes::from(gzip.into_boxed_slice()),
         flags: std::sync::OnceLock::new(),
     }
 }

@@ -577,7 +577,8 @@ async fn trim_memory(node: Arc<Node>, cancel: CancellationToken) {
     }
 }
 
-fn release_freed_memory() {
+/// Hands the allocator's free pages back to the system (glibc only).
+pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the system; it
     // touches no memory in use and has no preconditions.

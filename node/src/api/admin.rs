@@ -302,6 +302,9 @@ pub(crate) async fn snapshot(State(node): State<Arc<Node>>) -> Result<Response, 
     .map_err(|_| {
         ApiError::unavailable("snapshot_timeout", "the snapshot did not finish in 120 s")
     })?;
+    // Building copies the whole state: hand the freed pages back now
+    // rather than at the next periodic trim.
+    let _ = tokio::task::spawn_blocking(crate::node::release_freed_memory).await;
     Ok(Json(SnapshotBuilt {
         snapshot_index: done,
         snapshot_bytes: node.sm.snapshot_bytes(),

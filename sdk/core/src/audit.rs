@@ -271,6 +271,7 @@ impl State {
         let diff_truncated = changes.len() > MAX_DIFF_CHANGES;
         changes.truncate(MAX_DIFF_CHANGES);
         let context = cmd.audit.clone().unwrap_or_default();
+        let before_digest = before.as_ref().map(canonical_sha256);
         let entry = AuditEntry {
             seq: 0,
             at_ms: cmd.at_ms,
@@ -283,8 +284,11 @@ impl State {
             env: clip(env),
             target: clip(&target),
             request_id: clip(&context.request_id),
-            before: before.as_ref().map(canonical_sha256),
-            after: after.as_ref().map(canonical_sha256),
+            after: match (&before, &after, &before_digest) {
+                (Some(b), Some(a), Some(d)) if a == b => Some(d.clone()),
+                _ => after.as_ref().map(canonical_sha256),
+            },
+            before: before_digest,
             diff: changes.into_iter().map(compact).collect(),
             diff_truncated,
             outcome,

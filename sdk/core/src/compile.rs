@@ -183,6 +183,20 @@ impl FlagSet {
         flags: &[Flag],
         segments: &[Segment],
     ) -> Result<FlagSet, ValidationError> {
+        let flags: Vec<&Flag> = flags.iter().collect();
+        let segments: Vec<&Segment> = segments.iter().collect();
+        FlagSet::compile_with(env, version, &flags, None, &segments)
+    }
+
+    /// As [`FlagSet::compile`], for flags and segments held elsewhere (such
+    /// as behind `Arc`s): nothing is copied but the flags that still need
+    /// [`Flag::normalize`].
+    pub fn compile_refs(
+        env: &str,
+        version: u64,
+        flags: &[&Flag],
+        segments: &[&Segment],
+    ) -> Result<FlagSet, ValidationError> {
         FlagSet::compile_with(env, version, flags, None, segments)
     }
 
@@ -198,16 +212,18 @@ impl FlagSet {
         for f in &mut flags {
             f.normalize();
         }
-        FlagSet::compile_with(env, version, &flags, Some(&flags), segments)
+        let flags: Vec<&Flag> = flags.iter().collect();
+        let segments: Vec<&Segment> = segments.iter().collect();
+        FlagSet::compile_with(env, version, &flags, Some(&flags), &segments)
     }
 
     /// `normalized`: `flags` already normalized, if the caller has them.
     fn compile_with(
         env: &str,
         version: u64,
-        flags: &[Flag],
-        normalized: Option<&[Flag]>,
-        segments: &[Segment],
+        flags: &[&Flag],
+        normalized: Option<&[&Flag]>,
+        segments: &[&Segment],
     ) -> Result<FlagSet, ValidationError> {
         let mut issues = Vec::new();
         if flags.len() > MAX_FLAGS {
@@ -241,22 +257,27 @@ impl FlagSet {
                 ));
             }
         }
-        let copies: Vec<Flag>;
-        let normalized = match normalized {
-            Some(n) => n,
+        // Only the flags that normalizing would change are copied.
+        let copies: Vec<std::borrow::Cow<'_, Flag>>;
+        let flag_list: Vec<&Flag> = match normalized {
+            Some(n) => n.to_vec(),
             None => {
                 copies = flags
                     .iter()
                     .map(|f| {
-                        let mut f = f.clone();
-                        f.normalize();
-                        f
+                        if f.is_normalized() {
+                            std::borrow::Cow::Borrowed(*f)
+                        } else {
+                            let mut f = (*f).clone();
+                            f.normalize();
+                            std::borrow::Cow::Owned(f)
+                        }
                     })
                     .collect();
-                &copies
+                copies.iter().map(|c| &**c).collect()
             }
         };
-        let flag_list: Vec<&Flag> = normalized.iter().collect();
+
         let refs = SetRefs {
             segments: &seg_index,
             flags: &flag_index,
@@ -280,7 +301,7 @@ impl FlagSet {
             }
             issues.extend(ValidationError { issues: out }.prefixed(&prefix).issues);
         }
-        issues.extend(check_prerequisite_graph(flags.iter()));
+        issues.extend(check_prerequisite_graph(flags.iter().copied()));
         ValidationError::check(issues)?;
         let index = KeyIndex::new(flags.iter().map(|f| f.key.as_str()));
         Ok(FlagSet {

@@ -50,68 +50,81 @@ pub enum ChangeOp {
 /// The changes that turn `old` into `new`.
 pub fn diff(old: &Value, new: &Value) -> Vec<Change> {
     let mut out = Vec::new();
-    walk(String::new(), old, new, &mut out);
+    walk(&mut String::new(), old, new, &mut out);
     out
 }
 
-fn escape(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
+/// Appends `/key` to `path`, escaped as a JSON pointer token.
+fn push_token(path: &mut String, key: &str) {
+    path.push('/');
+    if key.contains(['~', '/']) {
+        path.push_str(&key.replace('~', "~0").replace('/', "~1"));
+    } else {
+        path.push_str(key);
+    }
 }
 
-fn walk(path: String, old: &Value, new: &Value, out: &mut Vec<Change>) {
+fn push_index(path: &mut String, i: usize) {
+    use std::fmt::Write;
+    let _ = write!(path, "/{i}");
+}
+
+fn change(path: &str, op: ChangeOp, from: Option<&Value>, to: Option<&Value>) -> Change {
+    Change {
+        path: path.to_owned(),
+        op,
+        from: from.cloned(),
+        to: to.cloned(),
+    }
+}
+
+/// Walks `old` and `new` below `path` (restored on return); equal subtrees
+/// are skipped without building their paths.
+fn walk(path: &mut String, old: &Value, new: &Value, out: &mut Vec<Change>) {
+    let len = path.len();
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => {
             for (k, va) in a {
-                let p = format!("{path}/{}", escape(k));
-                match b.get(k) {
-                    Some(vb) => walk(p, va, vb, out),
-                    None => out.push(Change {
-                        path: p,
-                        op: ChangeOp::Remove,
-                        from: Some(va.clone()),
-                        to: None,
-                    }),
+                let vb = b.get(k);
+                if vb == Some(va) {
+                    continue;
                 }
+                push_token(path, k);
+                match vb {
+                    Some(vb) => walk(path, va, vb, out),
+                    None => out.push(change(path, ChangeOp::Remove, Some(va), None)),
+                }
+                path.truncate(len);
             }
             for (k, vb) in b {
                 if !a.contains_key(k) {
-                    out.push(Change {
-                        path: format!("{path}/{}", escape(k)),
-                        op: ChangeOp::Add,
-                        from: None,
-                        to: Some(vb.clone()),
-                    });
+                    push_token(path, k);
+                    out.push(change(path, ChangeOp::Add, None, Some(vb)));
+                    path.truncate(len);
                 }
             }
         }
         (Value::Array(a), Value::Array(b)) => {
             for (i, (va, vb)) in a.iter().zip(b).enumerate() {
-                walk(format!("{path}/{i}"), va, vb, out);
+                if va != vb {
+                    push_index(path, i);
+                    walk(path, va, vb, out);
+                    path.truncate(len);
+                }
             }
             for (i, va) in a.iter().enumerate().skip(b.len()) {
-                out.push(Change {
-                    path: format!("{path}/{i}"),
-                    op: ChangeOp::Remove,
-                    from: Some(va.clone()),
-                    to: None,
-                });
+                push_index(path, i);
+                out.push(change(path, ChangeOp::Remove, Some(va), None));
+                path.truncate(len);
             }
             for (i, vb) in b.iter().enumerate().skip(a.len()) {
-                out.push(Change {
-                    path: format!("{path}/{i}"),
-                    op: ChangeOp::Add,
-                    from: None,
-                    to: Some(vb.clone()),
-                });
+                push_index(path, i);
+                out.push(change(path, ChangeOp::Add, None, Some(vb)));
+                path.truncate(len);
             }
         }
         _ if old == new => {}
-        _ => out.push(Change {
-            path,
-            op: ChangeOp::Replace,
-            from: Some(old.clone()),
-            to: Some(new.clone()),
-        }),
+        _ => out.push(change(path, ChangeOp::Replace, Some(old), Some(new))),
     }
 }
 

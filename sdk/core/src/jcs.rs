@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 /// The canonical text of `value`.
 pub fn to_canonical_string(value: &Value) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(256);
     write_value(value, &mut out);
     out
 }
@@ -41,21 +41,42 @@ fn write_value(value: &Value, out: &mut String) {
             out.push(']');
         }
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
             out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(k, out);
-                out.push(':');
-                if let Some(v) = map.get(k) {
-                    write_value(v, out);
-                }
+            if needs_sort(map) {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+                write_members(members.into_iter(), out);
+            } else {
+                write_members(map.iter(), out);
             }
             out.push('}');
         }
+    }
+}
+
+/// False when the map already iterates in canonical order: ascending by
+/// UTF-8 bytes (serde_json's default map), with no key holding a character
+/// from U+E000 up (a UTF-8 lead byte of 0xEE or more), where UTF-8 and
+/// UTF-16 order part.
+fn needs_sort(map: &serde_json::Map<String, Value>) -> bool {
+    let mut prev: Option<&str> = None;
+    for k in map.keys() {
+        if k.bytes().any(|b| b >= 0xee) || prev.is_some_and(|p| p >= k.as_str()) {
+            return true;
+        }
+        prev = Some(k);
+    }
+    false
+}
+
+fn write_members<'a>(members: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut String) {
+    for (i, (k, v)) in members.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(k, out);
+        out.push(':');
+        write_value(v, out);
     }
 }
 
@@ -158,21 +179,31 @@ struct Borrowed<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
 
 fn write_string(s: &str, out: &mut String) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Runs of bytes that need no escape are copied at once.
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            b if b < 0x20 => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both slices end on char boundaries.
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{:04x}", b);
+        } else {
+            out.push_str(escape);
         }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -343,6 +374,15 @@ mod tests {
         assert_eq!(
             to_canonical_string(&v),
             r#"{"a":{"\r":2,"1":3,"€":1},"b":[1,2.5,"x"],"c":"\u0001\"\\/"}"#
+        );
+    }
+
+    #[test]
+    fn strings_escape_only_what_they_must() {
+        let v = json!(["caf\u{e9}\t\u{7f}\u{1f600}\u{8}\u{c}\n", "", "\u{0}x\u{1f}"]);
+        assert_eq!(
+            to_canonical_string(&v),
+            "[\"caf\u{e9}\\t\u{7f}\u{1f600}\\b\\f\\n\",\"\",\"\\u0000x\\u001f\"]"
         );
     }
 

@@ -268,6 +268,13 @@ impl Flag {
         }
     }
 
+    /// True when [`Flag::normalize`] would change nothing.
+    pub fn is_normalized(&self) -> bool {
+        let boolean_done = self.kind != FlagKind::Boolean
+            || (!self.variants.is_empty() && self.off_variant.is_some());
+        boolean_done && (self.default.is_some() || self.off_variant.is_none())
+    }
+
     /// The variant with key `key`.
     pub fn variant(&self, key: &str) -> Option<&Variant> {
         self.variants.iter().find(|v| v.key == key)
@@ -298,6 +305,25 @@ impl Segment {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn is_normalized_says_whether_normalize_changes_anything() {
+        let cases = [
+            json!({"kind": "boolean"}),
+            json!({"kind": "boolean", "off_variant": "off"}),
+            json!({"kind": "boolean", "default": {"variant": "on"}}),
+            json!({"kind": "multivariate", "variants": [{"key": "a", "value": "x"}]}),
+            json!({"kind": "multivariate", "variants": [{"key": "a", "value": "x"}], "off_variant": "a"}),
+            json!({"kind": "multivariate", "variants": [{"key": "a", "value": "x"}], "off_variant": "a", "default": {"variant": "a"}}),
+        ];
+        for case in cases {
+            let mut f: Flag = serde_json::from_value(case.clone()).unwrap();
+            let before = f.clone();
+            f.normalize();
+            assert_eq!(before.is_normalized(), before == f, "{case}");
+            assert!(f.is_normalized(), "{case}");
+        }
+    }
 
     #[test]
     fn minimal_boolean_flag_serves_off() {

@@ -5,6 +5,8 @@
 //! the snapshot object without its `digest` member, so any language can
 //! recompute it. Members this version does not know are covered too.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -71,6 +73,67 @@ fn digest_of(mut value: Value) -> String {
         map.remove("digest");
     }
     canonical_sha256(&value)
+}
+
+/// The wire form of a [`Snapshot`] over borrowed or shared items: the
+/// same members in the same order, so the same JSON.
+#[derive(Serialize)]
+struct SnapshotView<'a, F: Serialize, S: Serialize> {
+    format: u32,
+    env: &'a str,
+    version: u64,
+    published_at: Option<String>,
+    flags: &'a [F],
+    segments: &'a [S],
+    digest: &'a str,
+}
+
+/// A snapshot's compact JSON and its digest, written from shared flags and
+/// segments (sorted by key here) without copying them: the bytes and
+/// digest [`Snapshot::new`] and [`Snapshot::to_json`] would give for the
+/// same content. The JSON is written once, with an empty digest that is
+/// then filled in.
+pub fn snapshot_json(
+    env: &str,
+    version: u64,
+    published_at_ms: Option<i64>,
+    mut flags: Vec<Arc<Flag>>,
+    mut segments: Vec<Arc<Segment>>,
+) -> (Vec<u8>, String) {
+    flags.sort_by(|a, b| a.key.cmp(&b.key));
+    segments.sort_by(|a, b| a.key.cmp(&b.key));
+    let view = SnapshotView {
+        format: SNAPSHOT_FORMAT,
+        env,
+        version,
+        published_at: published_at_ms.map(format_rfc3339_millis),
+        flags: &flags,
+        segments: &segments,
+        digest: "",
+    };
+    let mut body = serde_json::to_vec(&view).unwrap_or_default();
+    let digest = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|text| canonical_sha256_of_text(text, Some("digest")).ok())
+        .unwrap_or_default();
+    // The digest is the last member: the text ends with `"digest":""}`.
+    if body.ends_with(b"\"\"}") {
+        body.truncate(body.len() - 2);
+        body.extend_from_slice(digest.as_bytes());
+        body.extend_from_slice(b"\"}");
+        (body, digest)
+    } else {
+        // Unreachable with serde_json's compact writer; fall back to the
+        // owned form rather than emit a snapshot without its digest.
+        let snap = Snapshot::new(
+            env,
+            version,
+            published_at_ms,
+            flags.iter().map(|f| (**f).clone()).collect(),
+            segments.iter().map(|s| (**s).clone()).collect(),
+        );
+        (snap.to_json(), snap.digest)
+    }
 }
 
 impl Snapshot {
@@ -188,6 +251,41 @@ impl Snapshot {
 mod tests {
     use super::*;
     use crate::model::FlagKind;
+
+    #[test]
+    fn the_shared_writer_gives_the_owned_form_bytes_and_digest() {
+        let mut quoted = Flag::new("q\"uote/\u{e9}", FlagKind::Boolean);
+        quoted.description = "line\nbreak \u{1f600}".into();
+        let flags = vec![
+            Flag::new("b", FlagKind::Boolean),
+            quoted,
+            Flag::new("a", FlagKind::Boolean),
+        ];
+        let segments: Vec<Segment> = ["s2", "s1"]
+            .iter()
+            .map(|k| {
+                serde_json::from_value(serde_json::json!({"key": k, "included": ["u"]})).unwrap()
+            })
+            .collect();
+        for published_at in [None, Some(1_795_827_723_456)] {
+            let owned = Snapshot::new("prod", 7, published_at, flags.clone(), segments.clone());
+            let (body, digest) = snapshot_json(
+                "prod",
+                7,
+                published_at,
+                flags.iter().cloned().map(Arc::new).collect(),
+                segments.iter().cloned().map(Arc::new).collect(),
+            );
+            assert_eq!(digest, owned.digest);
+            assert_eq!(
+                String::from_utf8(body.clone()).unwrap(),
+                String::from_utf8(owned.to_json()).unwrap()
+            );
+            assert_eq!(Snapshot::from_json(&body).unwrap(), owned);
+        }
+        let (empty, digest) = snapshot_json("dev", 0, None, vec![], vec![]);
+        assert_eq!(Snapshot::from_json(&empty).unwrap().digest, digest);
+    }
 
     #[test]
     fn round_trip_and_digest() {

@@ -7,17 +7,19 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::access::AccessState;
 use crate::audit::AuditLog;
 use crate::command::{Command, CommandEnvelope, CommandError, Outcome};
 use crate::compile::{FlagSet, check_prerequisite_graph, validate_flag, validate_segment};
 use crate::issue::{Issue, ValidationError};
+use crate::jcs::{hex, to_canonical_string};
 use crate::limits::{
     MAX_FLAGS, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_SEGMENTS, MAX_TOKEN_LEN, check_key,
 };
 use crate::model::{Environment, Flag, Operator, Segment};
-use crate::snapshot::{Snapshot, canonical_sha256};
+use crate::snapshot::Snapshot;
 
 /// How long a command's idempotency key is remembered, by command time,
 /// unless the settings say otherwise.
@@ -192,8 +194,57 @@ pub struct IdempotencyLog {
 struct Recorded {
     at_ms: i64,
     /// Digest of the command, to spot a key reused for another command.
-    command: String,
+    command: CommandDigest,
     outcome: Outcome,
+}
+
+/// SHA-256 of a command's canonical JSON: 32 bytes in memory, lowercase
+/// hex on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CommandDigest([u8; 32]);
+
+impl CommandDigest {
+    fn of(command: &Command) -> CommandDigest {
+        let value = serde_json::to_value(command).unwrap_or_default();
+        CommandDigest(Sha256::digest(to_canonical_string(&value).as_bytes()).into())
+    }
+}
+
+impl Serialize for CommandDigest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandDigest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        let bytes = text.as_bytes();
+        if bytes.len() != 64 {
+            return Err(serde::de::Error::invalid_length(
+                bytes.len(),
+                &"64 hex digits",
+            ));
+        }
+        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            match (nibble(pair[0]), nibble(pair[1])) {
+                (Some(h), Some(l)) => *o = h << 4 | l,
+                _ => {
+                    return Err(serde::de::Error::invalid_value(
+                        serde::de::Unexpected::Str(&text),
+                        &"lowercase hex",
+                    ));
+                }
+            }
+        }
+        Ok(CommandDigest(out))
+    }
 }
 
 /// A draft (unpublished) flag or segment with its write metadata.
@@ -392,7 +443,7 @@ impl State {
                 format!("longer than {MAX_TOKEN_LEN} bytes"),
             ));
         }
-        let fingerprint = canonical_sha256(&serde_json::to_value(&cmd.command).unwrap_or_default());
+        let fingerprint = CommandDigest::of(&cmd.command);
         let window = self.settings.idempotency_window_ms;
         let horizon = cmd.at_ms.saturating_sub(window);
         if let Some(prev) = self.idempotency.entries.get(&cmd.idempotency_key) {
@@ -618,7 +669,13 @@ fn check_env_fields(key: &str, name: &str) -> Result<(), CommandError> {
 }
 
 impl IdempotencyLog {
-    fn remember(&mut self, cmd: &CommandEnvelope, command: String, outcome: Outcome, window: i64) {
+    fn remember(
+        &mut self,
+        cmd: &CommandEnvelope,
+        command: CommandDigest,
+        outcome: Outcome,
+        window: i64,
+    ) {
         let horizon = cmd.at_ms.saturating_sub(window);
         while let Some(oldest) = self.order.front() {
             let expired = self.entries.get(oldest).is_none_or(|r| r.at_ms < horizon);
@@ -875,13 +932,27 @@ impl EnvState {
 
     /// The published flag with kill switches applied.
     pub fn published_flag(&self, key: &str) -> Option<Flag> {
+        self.published_flag_shared(key).map(Arc::unwrap_or_clone)
+    }
+
+    /// [`EnvState::published_flag`] without a copy, unless the flag is
+    /// killed (the shared revision is then copied and marked).
+    pub fn published_flag_shared(&self, key: &str) -> Option<Arc<Flag>> {
         let rev = *self.published_flags.get(key)?;
-        let mut flag = self.flag_revision(key, rev)?.clone();
-        if self.kills.contains_key(key) {
-            flag.enabled = false;
-            flag.killed = true;
+        let shared = self.flag_revisions.get(key)?.get(&rev)?;
+        if !self.kills.contains_key(key) {
+            return Some(shared.clone());
         }
-        Some(flag)
+        let mut flag = (**shared).clone();
+        flag.enabled = false;
+        flag.killed = true;
+        Some(Arc::new(flag))
+    }
+
+    /// The published segment, shared.
+    pub fn published_segment_shared(&self, key: &str) -> Option<Arc<Segment>> {
+        let rev = *self.published_segments.get(key)?;
+        self.segment_revisions.get(key)?.get(&rev).cloned()
     }
 
     /// The published segment.
@@ -1144,10 +1215,9 @@ impl EnvState {
             .filter_map(|(k, r)| resolve_segment(k, r))
             .collect();
         {
-            // The compiler takes owned items; the copies live only here.
-            let flags: Vec<Flag> = flag_items.iter().map(|f| (**f).clone()).collect();
-            let segments: Vec<Segment> = segment_items.iter().map(|s| (**s).clone()).collect();
-            FlagSet::compile(&self.key, 0, &flags, &segments)?;
+            let flags: Vec<&Flag> = flag_items.iter().map(|f| &**f).collect();
+            let segments: Vec<&Segment> = segment_items.iter().map(|s| &**s).collect();
+            FlagSet::compile_refs(&self.key, 0, &flags, &segments)?;
         }
         for f in flag_items {
             self.flag_revisions
@@ -1478,4 +1548,36 @@ fn changed_keys(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -
         .filter(|k| before.get(*k) != after.get(*k))
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_digest_is_the_hex_sha256_of_its_canonical_json() {
+        let command = Command::CreateEnvironment {
+            key: "prod".into(),
+            name: "Production \u{e9}".into(),
+        };
+        let digest = CommandDigest::of(&command);
+        let value = serde_json::to_value(&command).unwrap();
+        let text = serde_json::to_string(&digest).unwrap();
+        assert_eq!(
+            text,
+            format!("\"{}\"", crate::snapshot::canonical_sha256(&value))
+        );
+        assert_eq!(
+            serde_json::from_str::<CommandDigest>(&text).unwrap(),
+            digest
+        );
+        for bad in [
+            "\"abc\"",
+            &text.to_uppercase(),
+            &text.replace('0', "g"),
+            "12",
+        ] {
+            assert!(serde_json::from_str::<CommandDigest>(bad).is_err(), "{bad}");
+        }
+    }
 }
