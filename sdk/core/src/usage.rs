@@ -1,22 +1,66 @@
-//! Usage counting as an SDK does it: one relaxed atomic add per evaluation,
-//! counters laid out per flag and variant when a flag set is compiled.
+//! Usage counting as an SDK does it: evaluations by flag and variant.
+//!
+//! Each evaluating thread counts into its own [`UsageShard`], so a count is
+//! a plain load and store on memory no other thread writes (no locked
+//! instruction, no shared cache line). A shard's counters are laid out per
+//! flag and variant when the flag set is compiled, in pages of
+//! [`PAGE_SLOTS`] allocated on first use, so a thread that evaluates a few
+//! flags of a large set holds a few pages. [`UsageCounters::drain`] sums
+//! every shard made for the set and reports what was counted since the
+//! previous drain.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
 use crate::compile::FlagSet;
 use crate::eval::EvaluationDetails;
 
-/// Counters for one compiled flag set.
+/// Counters per allocated page of a shard (4 KiB of counters).
+pub const PAGE_SLOTS: usize = 512;
+
+/// The counters of one compiled flag set: a registry of per-thread shards.
 #[derive(Debug)]
 pub struct UsageCounters {
-    /// Start of each flag's counters in `counts`.
+    layout: Arc<Layout>,
+    shards: Mutex<Vec<Drained>>,
+}
+
+/// Where each flag's counters start; the last slot counts unknown keys.
+#[derive(Debug)]
+struct Layout {
+    /// Start of each flag's counters: one per variant, then one for
+    /// "caller's default".
     offsets: Box<[u32]>,
-    /// Per flag: one counter per variant, then one for "caller's default".
-    counts: Box<[AtomicU64]>,
-    unknown: AtomicU64,
+    /// All slots, the unknown-key slot included.
+    slots: u32,
+}
+
+/// One thread's counters, written only by that thread.
+#[derive(Debug)]
+struct Pages {
+    pages: Box<[OnceLock<Box<[AtomicU64]>>]>,
+}
+
+/// A shard and what the last drain read from it.
+#[derive(Debug)]
+struct Drained {
+    pages: Arc<Pages>,
+    reported: Vec<Option<Box<[u64]>>>,
+}
+
+/// A thread's handle for counting into [`UsageCounters`]. It can move to
+/// another thread but not be shared (`!Sync`): its counts are not atomic
+/// increments.
+#[derive(Debug)]
+pub struct UsageShard {
+    layout: Arc<Layout>,
+    pages: Arc<Pages>,
+    _one_thread: PhantomData<Cell<()>>,
 }
 
 /// Counts taken out of [`UsageCounters`].
@@ -33,7 +77,7 @@ pub struct UsageReport {
 pub const DEFAULT_BUCKET: &str = "<default>";
 
 impl UsageCounters {
-    /// Zeroed counters shaped for `set`.
+    /// Counters shaped for `set`, with no shard yet.
     pub fn new(set: &FlagSet) -> UsageCounters {
         let mut offsets = Vec::with_capacity(set.flags.len());
         let mut n = 0u32;
@@ -42,55 +86,72 @@ impl UsageCounters {
             n += f.variants.len() as u32 + 1;
         }
         UsageCounters {
-            offsets: offsets.into(),
-            counts: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            unknown: AtomicU64::new(0),
+            layout: Arc::new(Layout {
+                offsets: offsets.into(),
+                slots: n + 1,
+            }),
+            shards: Mutex::new(Vec::new()),
         }
     }
 
-    /// Counts one evaluation.
-    #[inline]
-    pub fn record<T>(&self, d: &EvaluationDetails<'_, T>) {
-        let Some(fi) = d.flag_index else {
-            self.unknown.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        let Some(&base) = self.offsets.get(fi as usize) else {
-            return;
-        };
-        let slot = match d.variant_index {
-            Some(v) => base + u32::from(v),
-            None => {
-                let end = self
-                    .offsets
-                    .get(fi as usize + 1)
-                    .copied()
-                    .unwrap_or(self.counts.len() as u32);
-                end - 1
-            }
-        };
-        if let Some(c) = self.counts.get(slot as usize) {
-            c.fetch_add(1, Ordering::Relaxed);
+    /// A new shard for one thread; it stays registered (and its counts
+    /// drainable) after the handle is dropped.
+    pub fn shard(&self) -> UsageShard {
+        let pages = Arc::new(Pages {
+            pages: (0..(self.layout.slots as usize).div_ceil(PAGE_SLOTS))
+                .map(|_| OnceLock::new())
+                .collect(),
+        });
+        self.lock().push(Drained {
+            pages: pages.clone(),
+            reported: Vec::new(),
+        });
+        UsageShard {
+            layout: self.layout.clone(),
+            pages,
+            _one_thread: PhantomData,
         }
     }
 
-    /// Takes the counts so far (resetting them) and names them from `set`,
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Drained>> {
+        self.shards.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What every shard counted since the last drain, named from `set`,
     /// which must be the set these counters were made for.
     pub fn drain(&self, set: &FlagSet) -> UsageReport {
+        let mut totals = vec![0u64; self.layout.slots as usize];
+        for shard in self.lock().iter_mut() {
+            shard.reported.resize_with(shard.pages.pages.len(), || None);
+            for (p, (page, seen)) in shard
+                .pages
+                .pages
+                .iter()
+                .zip(shard.reported.iter_mut())
+                .enumerate()
+            {
+                let Some(page) = page.get() else { continue };
+                let seen = seen.get_or_insert_with(|| vec![0; PAGE_SLOTS].into());
+                for (i, (c, s)) in page.iter().zip(seen.iter_mut()).enumerate() {
+                    let now = c.load(Ordering::Relaxed);
+                    if let Some(t) = totals.get_mut(p * PAGE_SLOTS + i) {
+                        *t += now.wrapping_sub(*s);
+                    }
+                    *s = now;
+                }
+            }
+        }
         let mut report = UsageReport {
-            unknown: self.unknown.swap(0, Ordering::Relaxed),
+            unknown: totals.last().copied().unwrap_or(0),
             ..UsageReport::default()
         };
         for (fi, f) in set.flags.iter().enumerate() {
-            let Some(&base) = self.offsets.get(fi) else {
+            let Some(&base) = self.layout.offsets.get(fi) else {
                 continue;
             };
             let mut per = BTreeMap::new();
             for slot in 0..=f.variants.len() {
-                let Some(c) = self.counts.get(base as usize + slot) else {
-                    continue;
-                };
-                let n = c.swap(0, Ordering::Relaxed);
+                let n = totals.get(base as usize + slot).copied().unwrap_or(0);
                 if n > 0 {
                     let name = f.variants.get(slot).map_or(DEFAULT_BUCKET, |v| &*v.key);
                     per.insert(name.to_owned(), n);
@@ -101,5 +162,92 @@ impl UsageCounters {
             }
         }
         report
+    }
+}
+
+impl Layout {
+    #[inline]
+    fn slot<T>(&self, d: &EvaluationDetails<'_, T>) -> Option<u32> {
+        let Some(fi) = d.flag_index else {
+            return Some(self.slots - 1);
+        };
+        let base = *self.offsets.get(fi as usize)?;
+        Some(match d.variant_index {
+            Some(v) => base + u32::from(v),
+            None => {
+                let end = self
+                    .offsets
+                    .get(fi as usize + 1)
+                    .copied()
+                    .unwrap_or(self.slots - 1);
+                end - 1
+            }
+        })
+    }
+}
+
+impl UsageShard {
+    /// Counts one evaluation.
+    #[inline]
+    pub fn record<T>(&self, d: &EvaluationDetails<'_, T>) {
+        let Some(slot) = self.layout.slot(d) else {
+            return;
+        };
+        let slot = slot as usize;
+        let Some(page) = self.pages.pages.get(slot / PAGE_SLOTS) else {
+            return;
+        };
+        let page = page.get_or_init(new_page);
+        if let Some(c) = page.get(slot % PAGE_SLOTS) {
+            // Only this shard's thread writes the counter (the handle is
+            // not `Sync`), so a load and a store lose nothing.
+            c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        }
+    }
+}
+
+#[cold]
+fn new_page() -> Box<[AtomicU64]> {
+    (0..PAGE_SLOTS).map(|_| AtomicU64::new(0)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Context, Flag, FlagKind};
+
+    #[test]
+    fn shards_are_summed_and_drained_once() {
+        let flags: Vec<Flag> = (0..700)
+            .map(|i| Flag::new(format!("f{i:03}"), FlagKind::Boolean))
+            .collect();
+        let set = FlagSet::compile("dev", 1, &flags, &[]).unwrap();
+        let counters = UsageCounters::new(&set);
+        let ctx = Context::new("u");
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                let shard = counters.shard();
+                let set = &set;
+                let ctx = &ctx;
+                s.spawn(move || {
+                    for _ in 0..1000 {
+                        shard.record(&set.bool_details("f000", ctx, true));
+                        // A later page.
+                        shard.record(&set.bool_details("f650", ctx, true));
+                        shard.record(&set.bool_details("nope", ctx, true));
+                    }
+                });
+            }
+        });
+        let report = counters.drain(&set);
+        assert_eq!(report.unknown, 3000);
+        assert_eq!(report.flags["f000"]["off"], 3000);
+        assert_eq!(report.flags["f650"]["off"], 3000);
+        assert_eq!(report.flags.len(), 2);
+        assert_eq!(counters.drain(&set), UsageReport::default());
+        let shard = counters.shard();
+        shard.record(&set.bool_details("f001", &ctx, true));
+        drop(shard);
+        assert_eq!(counters.drain(&set).flags["f001"]["off"], 1);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use pulseplane_core::usage::{UsageCounters, UsageReport};
+use pulseplane_core::usage::{UsageCounters, UsageReport, UsageShard};
 use pulseplane_core::{Context, EvaluationDetails, Flag, FlagSet, Snapshot};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -16,6 +16,7 @@ use tracing::warn;
 
 use crate::config::{Builder, Config, ConfigError};
 use crate::hooks::{FlagChange, HookContext, HookDetails, Listener};
+use crate::local::with_view;
 use crate::poll::merge_usage;
 use crate::{Details, ErrorCode, Reason};
 
@@ -47,6 +48,9 @@ pub enum Status {
 pub(crate) struct Loaded {
     pub(crate) set: FlagSet,
     pub(crate) usage: UsageCounters,
+    /// The usage shard of evaluations that cannot use their thread's view
+    /// (see [`crate::local::with_view`]).
+    pub(crate) fallback_usage: Mutex<Option<UsageShard>>,
     /// Each flag's key and a fingerprint of its content, to tell which
     /// flags a new snapshot changes (the flags themselves live on only in
     /// their compiled form).
@@ -78,6 +82,7 @@ impl Loaded {
     pub(crate) fn new(parsed: Parsed, source: Source) -> Loaded {
         Loaded {
             usage: UsageCounters::new(&parsed.set),
+            fallback_usage: Mutex::new(None),
             set: parsed.set,
             version: parsed.snapshot.version,
             digest: parsed.snapshot.digest,
@@ -93,6 +98,7 @@ impl Loaded {
         });
         Loaded {
             usage: UsageCounters::new(&set),
+            fallback_usage: Mutex::new(None),
             set,
             flags: BTreeMap::new(),
             version: 0,
@@ -181,6 +187,11 @@ pub struct Metrics {
 pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) current: ArcSwap<Loaded>,
+    /// Unique among the process's clients: keys the threads' views.
+    pub(crate) id: u64,
+    /// Moves on each time a snapshot is installed, after `current` changed:
+    /// a thread's view of an older generation is refreshed.
+    pub(crate) generation: AtomicU64,
     epoch: Instant,
     /// Milliseconds after `epoch` of the last good sync, plus one (0: never).
     last_sync: AtomicU64,
@@ -237,6 +248,7 @@ impl Inner {
     pub(crate) fn install(&self, next: Loaded) {
         let next = Arc::new(next);
         let prev = self.current.swap(next.clone());
+        self.generation.fetch_add(1, Ordering::Release);
         {
             let drained = prev.usage.drain(&prev.set);
             let mut retired = self.retired_usage.lock().unwrap_or_else(|p| p.into_inner());
@@ -335,6 +347,8 @@ impl Client {
         let (ready, _) = watch::channel(false);
         let inner = Arc::new(Inner {
             current: ArcSwap::from_pointee(Loaded::defaults(&env)),
+            id: crate::local::next_client_id(),
+            generation: AtomicU64::new(0),
             epoch: Instant::now(),
             last_sync: AtomicU64::new(0),
             ready,
@@ -526,10 +540,11 @@ impl Client {
         if !self.inner.config.hooks.is_empty() {
             return self.bool_details(key, ctx, default).value;
         }
-        let l = self.inner.current.load();
-        let d = l.set.bool_details(key, ctx, default);
-        l.usage.record(&d);
-        d.value
+        with_view(&self.inner, |l, usage| {
+            let d = l.set.bool_details(key, ctx, default);
+            usage.record(&d);
+            d.value
+        })
     }
 
     /// A string value, or `default`.
@@ -543,10 +558,11 @@ impl Client {
         if !self.inner.config.hooks.is_empty() {
             return self.int_details(key, ctx, default).value;
         }
-        let l = self.inner.current.load();
-        let d = l.set.int_details(key, ctx, default);
-        l.usage.record(&d);
-        d.value
+        with_view(&self.inner, |l, usage| {
+            let d = l.set.int_details(key, ctx, default);
+            usage.record(&d);
+            d.value
+        })
     }
 
     /// A number, or `default`.
@@ -563,7 +579,7 @@ impl Client {
         self.evaluate(
             key,
             || Value::Bool(default),
-            |l| resolve(l.set.bool_details(key, ctx, default), l, |v| *v),
+            |l, usage| resolve(l.set.bool_details(key, ctx, default), usage, |v| *v),
             Value::Bool,
         )
     }
@@ -572,8 +588,8 @@ impl Client {
         self.evaluate(
             key,
             || Value::from(default),
-            |l| {
-                resolve(l.set.string_details(key, ctx, default), l, |v| {
+            |l, usage| {
+                resolve(l.set.string_details(key, ctx, default), usage, |v| {
                     (*v).to_owned()
                 })
             },
@@ -585,7 +601,7 @@ impl Client {
         self.evaluate(
             key,
             || Value::from(default),
-            |l| resolve(l.set.int_details(key, ctx, default), l, |v| *v),
+            |l, usage| resolve(l.set.int_details(key, ctx, default), usage, |v| *v),
             Value::from,
         )
     }
@@ -594,7 +610,7 @@ impl Client {
         self.evaluate(
             key,
             || Value::from(default),
-            |l| resolve(l.set.float_details(key, ctx, default), l, |v| *v),
+            |l, usage| resolve(l.set.float_details(key, ctx, default), usage, |v| *v),
             Value::from,
         )
     }
@@ -608,7 +624,11 @@ impl Client {
         self.evaluate(
             key,
             move || for_hooks,
-            |l| resolve(l.set.json_details(key, ctx, &default), l, |v| (*v).clone()),
+            |l, usage| {
+                resolve(l.set.json_details(key, ctx, &default), usage, |v| {
+                    (*v).clone()
+                })
+            },
             |v| v,
         )
     }
@@ -620,7 +640,7 @@ impl Client {
         &self,
         key: &str,
         default_json: impl FnOnce() -> Value,
-        eval: impl FnOnce(&Loaded) -> Resolved<U>,
+        eval: impl Fn(&Loaded, &UsageShard) -> Resolved<U>,
         to_json: impl Fn(U) -> Value,
     ) -> Details<U> {
         let hooks = &self.inner.config.hooks;
@@ -636,17 +656,16 @@ impl Client {
         for h in hooks {
             h.before(&hook_ctx);
         }
-        let l = self.inner.current.load();
-        let mut r = eval(&l);
-        if l.source == Source::Defaults && r.error_code == Some(ErrorCode::FlagNotFound) {
+        let (mut r, source) = with_view(&self.inner, |l, usage| (eval(l, usage), l.source));
+        if source == Source::Defaults && r.error_code == Some(ErrorCode::FlagNotFound) {
             // No data at all: the flag is not missing, the provider is not
             // ready.
             r.error_code = Some(ErrorCode::ProviderNotReady);
         }
-        let stale = l.source != Source::Node || self.is_stale();
+        let stale = source != Source::Node || self.is_stale();
         let reason = if r.error_code.is_some() {
             Reason::Error
-        } else if stale && l.source != Source::Defaults {
+        } else if stale && source != Source::Defaults {
             Reason::Stale
         } else {
             r.reason
@@ -694,8 +713,12 @@ struct Resolved<U> {
 }
 
 /// Counts `d` and makes it owned.
-fn resolve<T, U>(d: EvaluationDetails<'_, T>, l: &Loaded, own: impl Fn(&T) -> U) -> Resolved<U> {
-    l.usage.record(&d);
+fn resolve<T, U>(
+    d: EvaluationDetails<'_, T>,
+    usage: &UsageShard,
+    own: impl Fn(&T) -> U,
+) -> Resolved<U> {
+    usage.record(&d);
     Resolved {
         value: own(&d.value),
         variant: d.variant.map(str::to_owned),

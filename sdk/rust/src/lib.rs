@@ -34,6 +34,7 @@
 mod client;
 mod config;
 mod hooks;
+mod local;
 #[cfg(feature = "redis")]
 mod notices;
 #[cfg(feature = "openfeature")]

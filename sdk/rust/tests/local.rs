@@ -106,6 +106,49 @@ async fn hooks_run_in_openfeature_order_and_usage_is_counted() {
 }
 
 #[tokio::test]
+async fn usage_from_many_threads_and_clients_is_counted_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let on = Client::builder("prod")
+        .bootstrap_file(file(dir.path(), "on.json", 3, "on"))
+        .start()
+        .await
+        .unwrap();
+    let off = Client::builder("prod")
+        .bootstrap_file(file(dir.path(), "off.json", 3, "off"))
+        .start()
+        .await
+        .unwrap();
+    let ctx = Context::new("u");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (on, off, ctx) = (on.clone(), off.clone(), &ctx);
+            s.spawn(move || {
+                for i in 0..1000 {
+                    assert!(on.bool_value("a", ctx, false));
+                    assert!(!off.bool_value("a", ctx, true));
+                    if i % 10 == t {
+                        let _ = on.bool_details("missing", ctx, false);
+                    }
+                }
+            });
+        }
+    });
+    // A client dropped while threads' views of it remain, then a new one.
+    drop(off);
+    let again = Client::builder("prod")
+        .bootstrap_file(file(dir.path(), "off.json", 3, "off"))
+        .start()
+        .await
+        .unwrap();
+    assert!(!again.bool_value("a", &ctx, true));
+    let usage = on.take_usage();
+    assert_eq!(usage.flags["a"]["on"], 4000);
+    assert_eq!(usage.unknown, 400);
+    assert_eq!(again.take_usage().flags["a"]["off"], 1);
+    assert_eq!(on.take_usage().flags.len(), 0);
+}
+
+#[tokio::test]
 async fn the_newer_local_file_wins() {
     let dir = tempfile::tempdir().unwrap();
     let c = Client::builder("prod")

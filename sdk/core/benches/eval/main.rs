@@ -104,6 +104,7 @@ fn bench(c: &mut Criterion) {
     let ctxs = contexts();
     report_distribution(&set, &ctxs);
     let usage = UsageCounters::new(&set);
+    let shard = usage.shard();
     let mut g = c.benchmark_group("eval");
     g.measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
@@ -146,7 +147,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("f_bool_on_plus_usage", |b| {
         b.iter(|| {
             let d = set.bool_details(black_box("anchor.bool-on"), &ctxs[next()], false);
-            usage.record(&d);
+            shard.record(&d);
             d.value
         })
     });
