@@ -36,6 +36,7 @@ pub mod jcs;
 pub mod limits;
 pub mod model;
 pub mod murmur3;
+mod sharing;
 pub mod snapshot;
 pub mod state;
 mod text;

@@ -59,9 +59,11 @@ pub struct State {
 
 impl State {
     /// Makes every draft that equals its published revision share that
-    /// revision's memory again (deserializing gives each its own copy).
-    /// Call after loading a state.
+    /// revision's memory (decoding shares those it meets after their
+    /// drafts, see the `sharing` module), and forgets what decoding
+    /// remembered on this thread. Call after loading a state.
     pub fn share_revisions(&mut self) {
+        crate::sharing::forget();
         for e in self.environments.values_mut() {
             for (key, d) in &mut e.draft_flags {
                 if let Some(rev) = e
@@ -360,7 +362,9 @@ pub struct EnvState {
     pub created_at_ms: i64,
     /// Last revision handed out to a draft write in this environment.
     pub revision_seq: u64,
+    #[serde(deserialize_with = "crate::sharing::drafts")]
     pub draft_flags: BTreeMap<String, Draft<Flag>>,
+    #[serde(deserialize_with = "crate::sharing::drafts")]
     pub draft_segments: BTreeMap<String, Draft<Segment>>,
     /// The retained versions, oldest first.
     pub versions: Vec<VersionRecord>,
@@ -373,7 +377,9 @@ pub struct EnvState {
     /// (Behind an `Arc`: most keys have one revision, a map node holds room
     /// for eleven values inline, and the draft of the same revision shares
     /// it.)
+    #[serde(deserialize_with = "crate::sharing::revisions")]
     pub flag_revisions: BTreeMap<String, BTreeMap<u64, Arc<Flag>>>,
+    #[serde(deserialize_with = "crate::sharing::revisions")]
     pub segment_revisions: BTreeMap<String, BTreeMap<u64, Arc<Segment>>>,
     pub kills: BTreeMap<String, KillRecord>,
     /// Keys of draft flags that have prerequisites (derived from

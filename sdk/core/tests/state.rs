@@ -362,14 +362,39 @@ fn a_draft_shares_its_published_revision() {
     assert!(!shared(&h.state, "b"), "b's draft is a newer revision");
     let text = serde_json::to_string(&h.state).unwrap();
     let digest = h.state.digest();
+    // Decoding shares what it meets after the draft (drafts come first).
     let mut reloaded: State = serde_json::from_str(&text).unwrap();
-    assert!(!shared(&reloaded, "a"));
+    assert!(shared(&reloaded, "a"));
     reloaded.share_revisions();
     assert!(shared(&reloaded, "a"));
     assert!(!shared(&reloaded, "b"));
     assert_eq!(serde_json::to_string(&reloaded).unwrap(), text);
     assert_eq!(reloaded.digest(), digest);
     assert_eq!(reloaded, h.state);
+    // With the revisions first, decoding keeps two copies, and
+    // share_revisions links them.
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let env = value["environments"]["prod"].take();
+    let env = env.as_object().unwrap();
+    let mut members: Vec<(&String, &serde_json::Value)> = env.iter().collect();
+    members.sort_by_key(|(k, _)| k.as_str() != "flag_revisions");
+    let env_text = members
+        .iter()
+        .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), v))
+        .collect::<Vec<_>>()
+        .join(",");
+    value["environments"]["prod"] = serde_json::Value::String("ENV".into());
+    let reordered = serde_json::to_string(&value)
+        .unwrap()
+        .replace("\"ENV\"", &format!("{{{env_text}}}"));
+    assert!(
+        reordered.find("\"flag_revisions\"").unwrap() < reordered.find("\"draft_flags\"").unwrap()
+    );
+    let mut reloaded: State = serde_json::from_str(&reordered).unwrap();
+    assert!(!shared(&reloaded, "a"));
+    reloaded.share_revisions();
+    assert!(shared(&reloaded, "a"));
+    assert_eq!(reloaded.digest(), digest);
 }
 
 #[test]
