@@ -577,6 +577,26 @@ async fn trim_memory(node: Arc<Node>, cancel: CancellationToken) {
     }
 }
 
+/// Makes glibc's allocator use one arena for all threads, unless the
+/// environment chose (`MALLOC_ARENA_MAX` or `GLIBC_TUNABLES`). With its
+/// default of eight per core, the state, which the apply thread, the
+/// request workers and the snapshot builders all allocate and free, spreads
+/// over several arenas whose partly used pages cannot be handed back; one
+/// arena keeps a node with a large state about 30 MiB smaller
+/// (docs/benchmarks.md). Call before any thread starts.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
+        && std::env::var_os("GLIBC_TUNABLES").is_none()
+    {
+        // SAFETY: mallopt only changes an allocator setting; it is called
+        // before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 /// Hands the allocator's free pages back to the system (glibc only).
 pub(crate) fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -270,6 +270,9 @@ impl State {
         };
         let diff_truncated = changes.len() > MAX_DIFF_CHANGES;
         changes.truncate(MAX_DIFF_CHANGES);
+        let mut changes: Vec<Change> = changes.into_iter().map(compact).collect();
+        // Kept for as long as the entry: no spare capacity.
+        changes.shrink_to_fit();
         let context = cmd.audit.clone().unwrap_or_default();
         let before_digest = before.as_ref().map(canonical_sha256);
         let entry = AuditEntry {
@@ -289,7 +292,7 @@ impl State {
                 _ => after.as_ref().map(canonical_sha256),
             },
             before: before_digest,
-            diff: changes.into_iter().map(compact).collect(),
+            diff: changes,
             diff_truncated,
             outcome,
             env_version,
