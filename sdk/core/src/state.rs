@@ -1577,12 +1577,9 @@ mod tests {
             serde_json::from_str::<CommandDigest>(&text).unwrap(),
             digest
         );
-        for bad in [
-            "\"abc\"",
-            &text.to_uppercase(),
-            &text.replace('0', "g"),
-            "12",
-        ] {
+        let upper = format!("\"{}\"", "A".repeat(64));
+        let not_hex = format!("\"g{}", &text[2..]);
+        for bad in ["\"abc\"", upper.as_str(), not_hex.as_str(), "12"] {
             assert!(serde_json::from_str::<CommandDigest>(bad).is_err(), "{bad}");
         }
     }
