@@ -552,24 +552,33 @@ async fn count_leader_changes(node: Arc<Node>, cancel: CancellationToken) {
     }
 }
 
-/// How often the node hands freed heap memory back to the system.
-const TRIM_EVERY: Duration = Duration::from_secs(10);
+/// How often the node checks whether to hand freed heap memory back.
+const TRIM_EVERY: Duration = Duration::from_secs(5);
 
-/// Hands freed heap memory back to the system every 10 s while the state
-/// changes or snapshots are made. Applying large commands, building snapshots and answering
-/// backups make large short-lived allocations; without this the allocator
-/// keeps their pages, and the resident size stays at the peak.
+/// Hands freed heap memory back to the system once the state has stopped
+/// changing: after a check that finds the state (applied index, snapshots
+/// built or installed) changed since the last trim but not since the
+/// previous check. Applying large commands, building snapshots and
+/// answering backups make large short-lived allocations; without this the
+/// allocator keeps their pages, and the resident size stays at the peak.
+/// Not trimming while writes flow matters: a trim holds the allocator's
+/// lock while it walks the heap, and every thread that allocates waits.
 async fn trim_memory(node: Arc<Node>, cancel: CancellationToken) {
-    let mut trimmed_at = (0, 0);
+    let state = |node: &Node| {
+        let (built, installed) = node.sm.snapshot_counts();
+        (node.sm.applied_index(), built + installed)
+    };
+    let mut trimmed_at = state(&node);
+    let mut last = trimmed_at;
     loop {
         tokio::select! {
             () = tokio::time::sleep(TRIM_EVERY) => {}
             () = cancel.cancelled() => return,
         }
-        // A change of state, or a snapshot built or installed since.
-        let (built, installed) = node.sm.snapshot_counts();
-        let now = (node.sm.applied_index(), built + installed);
-        if now == trimmed_at {
+        let now = state(&node);
+        let quiet = now == last;
+        last = now;
+        if !quiet || now == trimmed_at {
             continue;
         }
         trimmed_at = now;
@@ -577,12 +586,14 @@ async fn trim_memory(node: Arc<Node>, cancel: CancellationToken) {
     }
 }
 
-/// Makes glibc's allocator use one arena for all threads, unless the
+/// Makes glibc's allocator use two arenas for all threads, unless the
 /// environment chose (`MALLOC_ARENA_MAX` or `GLIBC_TUNABLES`). With its
 /// default of eight per core, the state, which the apply thread, the
 /// request workers and the snapshot builders all allocate and free, spreads
-/// over several arenas whose partly used pages cannot be handed back; one
-/// arena keeps a node with a large state about 30 MiB smaller
+/// over many arenas whose partly used pages cannot be handed back; a node
+/// with a large state stays about 30 MiB smaller with few arenas. With a
+/// single one, a snapshot being built competed with the request path for
+/// the arena's lock, and some write runs saw their p99 jump past 100 ms
 /// (docs/benchmarks.md). Call before any thread starts.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -592,7 +603,7 @@ pub fn limit_malloc_arenas() {
         // SAFETY: mallopt only changes an allocator setting; it is called
         // before any other thread exists.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
+            libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
 }

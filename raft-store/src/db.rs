@@ -36,10 +36,10 @@ const MAX_TOTAL_WAL_BYTES: u64 = 64 * 1024 * 1024;
 /// record per batch. RocksDB's default (64 MiB, two of them, per column
 /// family) would hold the whole recent log in memory: the node's memory is
 /// the state, the log only has to be durable.
-const LOGS_MEMTABLE_BYTES: usize = 4 * 1024 * 1024;
+const LOGS_MEMTABLE_BYTES: usize = 8 * 1024 * 1024;
 const SMALL_MEMTABLE_BYTES: usize = 1024 * 1024;
 /// One block cache for every column family (reads are rare: a follower
-/// catching up, a restart).
+/// catching up, a restart; recent entries are read from the memtable).
 const BLOCK_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Opens (creating when missing) the store at `path` and returns its log

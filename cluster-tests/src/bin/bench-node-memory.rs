@@ -190,7 +190,7 @@ async fn run(a: Args) -> Result<(), String> {
     );
     c.converged(&all, Duration::from_secs(120)).await;
     // Let the environment actors build their snapshots, and the nodes
-    // hand freed memory back (they do every 10 s while the state changes).
+    // hand freed memory back (they do within 10 s of the state going quiet).
     tokio::time::sleep(SETTLE).await;
     println!("memory:");
     let loaded = report(&mut c, "loaded");
