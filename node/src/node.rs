@@ -592,8 +592,8 @@ async fn trim_memory(node: Arc<Node>, cancel: CancellationToken) {
 /// request workers and the snapshot builders all allocate and free, spreads
 /// over many arenas whose partly used pages cannot be handed back; a node
 /// with a large state stays about 30 MiB smaller with few arenas. With a
-/// single one, a snapshot being built competed with the request path for
-/// the arena's lock, and some write runs saw their p99 jump past 100 ms
+/// single one, some write benchmark runs saw their p99 jump past 100 ms,
+/// likely while a snapshot build held the arena's lock
 /// (docs/benchmarks.md). Call before any thread starts.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
