@@ -67,6 +67,20 @@ pub(crate) fn forget() {
     let _ = SEGMENTS.try_with(|m| m.borrow_mut().clear());
 }
 
+/// Makes each draft equal to the revision of its key and number share
+/// that revision.
+pub(crate) fn relink<T: Revisioned>(
+    drafts: &mut BTreeMap<String, Draft<T>>,
+    revisions: &BTreeMap<String, BTreeMap<u64, Arc<T>>>,
+) {
+    for (key, d) in drafts.iter_mut() {
+        let rev = revisions.get(key).and_then(|r| r.get(&d.item.revision()));
+        if let Some(rev) = rev.filter(|r| ***r == *d.item) {
+            d.item = rev.clone();
+        }
+    }
+}
+
 /// `deserialize_with` for the drafts: decodes them and remembers them.
 pub(crate) fn drafts<'de, D, T>(d: D) -> Result<BTreeMap<String, Draft<T>>, D::Error>
 where

@@ -65,28 +65,8 @@ impl State {
     pub fn share_revisions(&mut self) {
         crate::sharing::forget();
         for e in self.environments.values_mut() {
-            for (key, d) in &mut e.draft_flags {
-                if let Some(rev) = e
-                    .flag_revisions
-                    .get(key)
-                    .and_then(|r| r.get(&d.item.version))
-                {
-                    if **rev == *d.item {
-                        d.item = rev.clone();
-                    }
-                }
-            }
-            for (key, d) in &mut e.draft_segments {
-                if let Some(rev) = e
-                    .segment_revisions
-                    .get(key)
-                    .and_then(|r| r.get(&d.item.version))
-                {
-                    if **rev == *d.item {
-                        d.item = rev.clone();
-                    }
-                }
-            }
+            crate::sharing::relink(&mut e.draft_flags, &e.flag_revisions);
+            crate::sharing::relink(&mut e.draft_segments, &e.segment_revisions);
         }
     }
 }
