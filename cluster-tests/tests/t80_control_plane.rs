@@ -9,7 +9,10 @@
 //! - a write retried with the same `Idempotency-Key` after the leader is
 //!   killed is applied once;
 //! - a long-poll wakes on a publish; `If-None-Match` with the current ETag
-//!   gets 304; a follower asked for a version it has not applied waits.
+//!   gets 304; a follower asked for a version it has not applied waits;
+//! - a snapshot too large to be kept uncompressed reads the same with and
+//!   without gzip, from the snapshot and export endpoints, also when
+//!   several requests ask for the JSON at once.
 
 use std::time::{Duration, Instant};
 
@@ -413,4 +416,76 @@ async fn long_poll_wakes_on_publish_and_304_and_follower_waits() {
     let (s, _, v) = waiting.await.unwrap();
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["version"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_snapshot_reads_the_same_with_and_without_gzip() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    c.create_env(leader, "prod").await;
+    // 80 flags with 4,000-byte descriptions: over 256 KiB of JSON, which
+    // the nodes keep only in its gzip form.
+    for i in 0..80u32 {
+        let description: String = (0..4000u32)
+            .map(|j| char::from(b'a' + ((i * 7 + j * 13 + j / 5) % 26) as u8))
+            .collect();
+        let (s, v) = c
+            .client
+            .put(
+                &c.url(leader),
+                &format!("/v1/environments/prod/flags/f{i}"),
+                &json!({"kind": "boolean", "description": description}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 201, "{v}");
+    }
+    post(&c, leader, "/v1/environments/prod/publish", json!({})).await;
+    let (s, _, _) = snapshot_on(&c, follower, 1).await;
+    assert_eq!(s, 200);
+
+    let raw = reqwest::Client::new();
+    let get = |path: &'static str, gzip: bool| {
+        let mut r = raw
+            .get(format!("{}{path}", c.url(follower)))
+            .bearer_auth(pulseplane_cluster_tests::TOKEN);
+        if gzip {
+            r = r.header("accept-encoding", "gzip");
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let encoding = r
+                .headers()
+                .get("content-encoding")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (encoding, r.bytes().await.unwrap().to_vec())
+        }
+    };
+    const SNAPSHOT: &str = "/v1/sdk/environments/prod/snapshot";
+    const EXPORT: &str = "/v1/environments/prod/export";
+    // Several requests want the JSON at once.
+    let plain = futures_util::future::join_all((0..4).map(|_| get(SNAPSHOT, false))).await;
+    let (encoding, body) = &plain[0];
+    assert_eq!(*encoding, None);
+    assert!(body.len() > 256 * 1024, "{} bytes", body.len());
+    for (e, b) in &plain {
+        assert_eq!(*e, None);
+        assert_eq!(b, body);
+    }
+    let (snap, set) = pulseplane_core::Snapshot::load(body).expect("the JSON is a valid snapshot");
+    assert_eq!(snap.version, 1);
+    assert_eq!(set.len(), 80);
+
+    let (encoding, gz) = get(SNAPSHOT, true).await;
+    assert_eq!(encoding.as_deref(), Some("gzip"));
+    assert!(gz.len() < body.len() / 2, "{} bytes", gz.len());
+    let mut unpacked = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut unpacked).unwrap();
+    assert_eq!(&unpacked, body);
+
+    let (encoding, exported) = get(EXPORT, false).await;
+    assert_eq!(encoding, None);
+    assert_eq!(&exported, body);
 }

@@ -1,8 +1,9 @@
 //! Environment actors: one per environment on every node.
 //!
-//! An actor owns its environment's materialized published snapshot: the
-//! serialized JSON bytes, their gzip form, the ETag, the compiled flag set
-//! (for preview evaluation) and the long-poll waiters (subscribers of its
+//! An actor owns its environment's materialized published snapshot: its
+//! gzip form, the serialized JSON bytes (kept when small, otherwise made on
+//! the first request that wants them), the ETag, the compiled flag set (for
+//! preview evaluation) and the long-poll waiters (subscribers of its
 //! `watch` channel).
 //!
 //! Raft apply never talks to an actor. Apply only bumps the state machine's
@@ -55,23 +56,64 @@ pub struct Published {
     pub etag: HeaderValue,
     /// The applied log index the content was copied at.
     pub applied_index: u64,
-    /// The snapshot as compact JSON.
-    pub body: Bytes,
-    /// `body`, gzip-compressed once.
+    /// The snapshot as compact JSON, gzip-compressed once.
     pub gzip: Bytes,
-    /// The compiled flag set, for preview evaluation: compiled from `body`
-    /// on the first preview, not at every publish (for a large environment
-    /// it is several times the size of `body`, and only previews use it).
+    /// The size of the snapshot's JSON.
+    pub body_len: usize,
+    /// The snapshot as compact JSON: set at build when it is at most
+    /// [`KEEP_PLAIN_BYTES`], otherwise decompressed from `gzip` on the first
+    /// request that does not accept gzip (SDKs do), then kept until the
+    /// next publish.
+    plain: std::sync::OnceLock<Bytes>,
+    /// The compiled flag set, for preview evaluation: compiled from the
+    /// JSON on the first preview, not at every publish (for a large
+    /// environment it is several times the size of the JSON, and only
+    /// previews use it).
     flags: std::sync::OnceLock<Option<Arc<FlagSet>>>,
 }
 
+/// A snapshot whose JSON is at most this size keeps it beside its gzip
+/// form; a larger one keeps only the gzip form until a request needs the
+/// JSON (for 10,000 flags the JSON is several MiB, the gzip a tenth of it).
+pub const KEEP_PLAIN_BYTES: usize = 256 * 1024;
+
 impl Published {
+    /// The snapshot as compact JSON; decompresses it, off the async
+    /// workers, when this is the first request for it.
+    pub async fn body(self: &Arc<Self>) -> Bytes {
+        if let Some(b) = self.plain.get() {
+            return b.clone();
+        }
+        let me = self.clone();
+        match tokio::task::spawn_blocking(move || me.body_blocking()).await {
+            Ok(b) => b,
+            Err(e) => {
+                error!(env = %self.env, version = self.version, error = %e, "decompressing the snapshot failed");
+                Bytes::new()
+            }
+        }
+    }
+
+    /// [`Published::body`] for a blocking thread.
+    pub fn body_blocking(&self) -> Bytes {
+        self.plain
+            .get_or_init(|| {
+                let mut out = Vec::with_capacity(self.body_len);
+                let mut gz = flate2::read::GzDecoder::new(&self.gzip[..]);
+                if let Err(e) = std::io::Read::read_to_end(&mut gz, &mut out) {
+                    error!(env = %self.env, version = self.version, error = %e, "the snapshot's gzip form does not decompress");
+                }
+                Bytes::from(out.into_boxed_slice())
+            })
+            .clone()
+    }
+
     /// The compiled flag set (compiled on first use; `None` if the
-    /// snapshot does not compile, which publishing rules out).
+    /// snapshot does not compile, which publishing rules out). Blocks.
     pub fn flag_set(&self) -> Option<Arc<FlagSet>> {
         self.flags
             .get_or_init(|| {
-                match Snapshot::load(&self.body) {
+                match Snapshot::load(&self.body_blocking()) {
                     Ok((_, set)) => Some(Arc::new(set)),
                     Err(e) => {
                         error!(env = %self.env, version = self.version, error = %e, "published snapshot does not compile");
@@ -465,7 +507,7 @@ async fn run_actor(
             // its snapshot must not come back.
             Ok(_) if mailbox.is_closed() => break,
             Ok(p) => {
-                debug!(env = %env, version = p.version, bytes = p.body.len(), "snapshot ready");
+                debug!(env = %env, version = p.version, bytes = p.body_len, gzip_bytes = p.gzip.len(), "snapshot ready");
                 let notice = notifier.as_ref().map(|_| Notice {
                     env: env.clone(),
                     created_at_ms,
@@ -498,10 +540,15 @@ fn build(env: &str, source: Source) -> Published {
         Vec::with_capacity(body.len() / 4),
         flate2::Compression::default(),
     );
-    let gzip = gz
-        .write_all(&body)
-        .and_then(|()| gz.finish())
-        .unwrap_or_default();
+    let gzip = match gz.write_all(&body).and_then(|()| gz.finish()) {
+        Ok(g) => g,
+        Err(e) => {
+            // Writing to memory does not fail; if it did, the JSON is kept
+            // and the gzip form is empty.
+            error!(env = %env, error = %e, "compressing the snapshot failed");
+            Vec::new()
+        }
+    };
     let short = digest.get(..16).unwrap_or(&digest);
     let etag = HeaderValue::from_str(&format!("\"{}-{short}\"", source.version))
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
@@ -511,10 +558,15 @@ fn build(env: &str, source: Source) -> Published {
         digest,
         etag,
         applied_index: source.applied_index,
+        body_len: body.len(),
         // Exact-size copies: the serializer and the encoder leave up to
         // half of their buffers unused, and these live until the next
         // publish.
-        body: Bytes::from(body.into_boxed_slice()),
+        plain: if body.len() <= KEEP_PLAIN_BYTES || gzip.is_empty() {
+            std::sync::OnceLock::from(Bytes::from(body.into_boxed_slice()))
+        } else {
+            std::sync::OnceLock::new()
+        },
         gzip: Bytes::from(gzip.into_boxed_slice()),
         flags: std::sync::OnceLock::new(),
     }

@@ -79,7 +79,7 @@ pub(crate) async fn list(
     node.sm.read(|applied, state| {
         let mut items = Vec::new();
         let mut next_cursor = None;
-        let matching = state.audit.after(q.cursor.unwrap_or(0)).filter(|e| {
+        let matching = state.audit.matching(q.cursor.unwrap_or(0), |e| {
             env.is_none_or(|want| e.env == want)
                 && q.subject.as_deref().is_none_or(|s| e.subject == s)
                 && q.since.is_none_or(|t| e.at_ms >= t)
@@ -90,7 +90,7 @@ pub(crate) async fn list(
                 next_cursor = items.last().map(|last: &AuditEntry| last.seq);
                 break;
             }
-            items.push(e.clone());
+            items.push(e);
         }
         let page = AuditPage { items, next_cursor };
         Ok(read_response(applied.map_or(0, |l| l.index), &page))

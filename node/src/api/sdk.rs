@@ -214,21 +214,21 @@ fn not_built(env: &str) -> ApiError {
 }
 
 /// The snapshot (or 304) with the distribution headers.
-fn snapshot_response(
+async fn snapshot_response(
     node: &Node,
-    p: &Published,
+    p: &Arc<Published>,
     headers: &HeaderMap,
     not_modified: bool,
 ) -> Response {
     let mut r = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
-    } else if accepts_gzip(headers) {
+    } else if accepts_gzip(headers) && !p.gzip.is_empty() {
         let mut r = Body::from(p.gzip.clone()).into_response();
         r.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         r
     } else {
-        Body::from(p.body.clone()).into_response()
+        Body::from(p.body().await).into_response()
     };
     let h = r.headers_mut();
     if !not_modified {
@@ -336,7 +336,7 @@ pub(crate) async fn snapshot(
         }
         actor.count_poll(not_modified, q.wait.is_some());
     }
-    Ok(snapshot_response(&node, &p, headers, not_modified))
+    Ok(snapshot_response(&node, &p, headers, not_modified).await)
 }
 
 /// The bootstrap file: the snapshot, digest included, as a download.
@@ -364,7 +364,7 @@ pub(crate) async fn export(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (p, not_modified) = serve_snapshot(&node, &env, &q, &headers).await?;
-    let mut r = snapshot_response(&node, &p, &headers, not_modified);
+    let mut r = snapshot_response(&node, &p, &headers, not_modified).await;
     let name = format!(
         "attachment; filename=\"pulseplane-{}-v{}.json\"",
         p.env, p.version

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 
+use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -74,23 +75,97 @@ pub struct AuditEntry {
 }
 
 /// The retained entries, oldest first.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+///
+/// Each entry is kept as its JSON text, with the fields the log is searched
+/// by beside it: a typed entry (its strings, digests and diff values each a
+/// heap block) takes about three times the memory, and the log holds up to
+/// [`crate::state::Settings::audit_retention_entries`] of them on every
+/// node. Serialized, the log is `{"entries": [entry, ...], "next_seq": n}`.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AuditLog {
-    entries: VecDeque<AuditEntry>,
+    entries: VecDeque<Kept>,
     next_seq: u64,
+}
+
+/// One retained entry.
+#[derive(Clone, Debug, PartialEq)]
+struct Kept {
+    seq: u64,
+    at_ms: i64,
+    env: Box<str>,
+    subject: Box<str>,
+    /// The whole [`AuditEntry`] as JSON.
+    json: Box<str>,
+}
+
+impl Kept {
+    fn of(entry: &AuditEntry) -> Kept {
+        Kept {
+            seq: entry.seq,
+            at_ms: entry.at_ms,
+            env: entry.env.as_str().into(),
+            subject: entry.subject.as_str().into(),
+            // Serializing a struct of strings, numbers and JSON values
+            // cannot fail.
+            json: serde_json::to_string(entry)
+                .unwrap_or_default()
+                .into_boxed_str(),
+        }
+    }
+
+    fn entry(&self) -> Result<AuditEntry, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
+
+    fn head(&self) -> AuditHead<'_> {
+        AuditHead {
+            seq: self.seq,
+            at_ms: self.at_ms,
+            env: &self.env,
+            subject: &self.subject,
+        }
+    }
+}
+
+/// What an entry can be selected by without decoding it.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditHead<'a> {
+    pub seq: u64,
+    pub at_ms: i64,
+    pub env: &'a str,
+    pub subject: &'a str,
+}
+
+/// Decodes a kept entry. It was written by [`Kept::of`] from an entry, and
+/// its values are no deeper than a flag's (which validation bounds well
+/// under the JSON reader's nesting limit), so it reads back.
+fn decoded(kept: &Kept) -> Option<AuditEntry> {
+    kept.entry().ok()
 }
 
 impl AuditLog {
     /// The retained entries, oldest first.
-    pub fn entries(&self) -> impl DoubleEndedIterator<Item = &AuditEntry> {
-        self.entries.iter()
+    pub fn entries(&self) -> impl DoubleEndedIterator<Item = AuditEntry> + '_ {
+        self.entries.iter().filter_map(decoded)
     }
 
     /// The entries after sequence number `after`, oldest first.
-    pub fn after(&self, after: u64) -> impl Iterator<Item = &AuditEntry> {
+    pub fn after(&self, after: u64) -> impl Iterator<Item = AuditEntry> + '_ {
+        self.matching(after, |_| true)
+    }
+
+    /// The entries after sequence number `after` that `keep` selects,
+    /// oldest first; only those are decoded.
+    pub fn matching<'a>(
+        &'a self,
+        after: u64,
+        keep: impl Fn(AuditHead<'_>) -> bool + 'a,
+    ) -> impl Iterator<Item = AuditEntry> + 'a {
         let start = self.entries.partition_point(|e| e.seq <= after);
-        self.entries.range(start..)
+        self.entries
+            .range(start..)
+            .filter(move |k| keep(k.head()))
+            .filter_map(decoded)
     }
 
     pub fn len(&self) -> usize {
@@ -105,7 +180,7 @@ impl AuditLog {
         self.next_seq += 1;
         entry.seq = self.next_seq;
         let horizon = entry.at_ms.saturating_sub(settings.audit_retention_ms);
-        self.entries.push_back(entry);
+        self.entries.push_back(Kept::of(&entry));
         self.prune(horizon, settings.audit_retention_entries);
     }
 
@@ -118,6 +193,74 @@ impl AuditLog {
             self.entries.pop_front();
         }
     }
+}
+
+impl Serialize for AuditLog {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Entries<'a>(&'a VecDeque<Kept>);
+        impl Serialize for Entries<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut seq = s.serialize_seq(Some(self.0.len()))?;
+                for kept in self.0 {
+                    let entry = kept.entry().map_err(serde::ser::Error::custom)?;
+                    seq.serialize_element(&entry)?;
+                }
+                seq.end()
+            }
+        }
+        let mut st = s.serialize_struct("AuditLog", 2)?;
+        st.serialize_field("entries", &Entries(&self.entries))?;
+        st.serialize_field("next_seq", &self.next_seq)?;
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditLog {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(default)]
+        struct Wire {
+            #[serde(deserialize_with = "kept_entries")]
+            entries: VecDeque<Kept>,
+            next_seq: u64,
+        }
+        impl Default for Wire {
+            fn default() -> Self {
+                Wire {
+                    entries: VecDeque::new(),
+                    next_seq: 0,
+                }
+            }
+        }
+        let w = Wire::deserialize(d)?;
+        Ok(AuditLog {
+            entries: w.entries,
+            next_seq: w.next_seq,
+        })
+    }
+}
+
+/// Reads the entries one at a time into their kept form, so that a large
+/// log is never held typed.
+fn kept_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<VecDeque<Kept>, D::Error> {
+    struct Visit;
+    impl<'de> serde::de::Visitor<'de> for Visit {
+        type Value = VecDeque<Kept>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of audit entries")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = VecDeque::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(entry) = seq.next_element::<AuditEntry>()? {
+                out.push_back(Kept::of(&entry));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Visit)
 }
 
 fn clip(s: &str) -> String {

@@ -467,15 +467,21 @@ fn check_description(text: &str, path: &str, issues: &mut Issues<'_>) {
 }
 
 /// Checks a JSON value a variant may serve (no nulls, integers exact in a
-/// double); returns the problem.
+/// double, nested at most [`MAX_VALUE_DEPTH`] deep); returns the problem.
 fn check_json_value(v: &Value) -> Option<String> {
+    check_json_value_at(v, 0)
+}
+
+fn check_json_value_at(v: &Value, depth: usize) -> Option<String> {
+    let nested = || format!("arrays and objects nest more than {MAX_VALUE_DEPTH} deep");
     match v {
         Value::Null => Some("null is not a valid value".into()),
         Value::Number(n) if !number_is_exact(n) => Some(format!(
             "integer {n} is outside ±{MAX_SAFE_INTEGER} and cannot be represented exactly"
         )),
-        Value::Array(items) => items.iter().find_map(check_json_value),
-        Value::Object(map) => map.values().find_map(check_json_value),
+        Value::Array(_) | Value::Object(_) if depth >= MAX_VALUE_DEPTH => Some(nested()),
+        Value::Array(items) => items.iter().find_map(|i| check_json_value_at(i, depth + 1)),
+        Value::Object(map) => map.values().find_map(|i| check_json_value_at(i, depth + 1)),
         _ => None,
     }
 }

@@ -35,6 +35,10 @@ pub const MAX_ROLLOUT_ARMS: usize = 100;
 pub const MAX_TOTAL_WEIGHT: u64 = u32::MAX as u64;
 /// `included` plus `excluded` keys per segment.
 pub const MAX_SEGMENT_KEYS: usize = 100_000;
+/// Deepest nesting of arrays and objects in a variant's value. Stored
+/// state, snapshots and audit entries hold a value several levels down, and
+/// JSON readers refuse documents nested more than 128 deep.
+pub const MAX_VALUE_DEPTH: usize = 32;
 /// Largest flag, as compact JSON, in bytes.
 pub const MAX_FLAG_BYTES: usize = 512 * 1024;
 /// Largest segment, as compact JSON, in bytes.

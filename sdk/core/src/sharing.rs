@@ -25,7 +25,7 @@ use serde::de::{DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::model::{Flag, Segment};
-use crate::state::Draft;
+use crate::state::{Draft, Revisions};
 
 /// The drafts of the environment being decoded on this thread, by key.
 type Remembered<T> = RefCell<BTreeMap<String, Arc<T>>>;
@@ -71,7 +71,7 @@ pub(crate) fn forget() {
 /// that revision.
 pub(crate) fn relink<T: Revisioned>(
     drafts: &mut BTreeMap<String, Draft<T>>,
-    revisions: &BTreeMap<String, BTreeMap<u64, Arc<T>>>,
+    revisions: &BTreeMap<String, Revisions<T>>,
 ) {
     for (key, d) in drafts.iter_mut() {
         let rev = revisions.get(key).and_then(|r| r.get(&d.item.revision()));
@@ -101,9 +101,7 @@ where
 
 /// `deserialize_with` for the revisions: a revision equal to the
 /// remembered draft of its key and number is that draft.
-pub(crate) fn revisions<'de, D, T>(
-    d: D,
-) -> Result<BTreeMap<String, BTreeMap<u64, Arc<T>>>, D::Error>
+pub(crate) fn revisions<'de, D, T>(d: D) -> Result<BTreeMap<String, Revisions<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Revisioned,
@@ -116,7 +114,7 @@ where
 struct Outer<T>(PhantomData<T>);
 
 impl<'de, T: Revisioned> Visitor<'de> for Outer<T> {
-    type Value = BTreeMap<String, BTreeMap<u64, Arc<T>>>;
+    type Value = BTreeMap<String, Revisions<T>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a map of keys to revisions")
@@ -141,7 +139,7 @@ struct Inner<'a, T> {
 }
 
 impl<'de, T: Revisioned> DeserializeSeed<'de> for Inner<'_, T> {
-    type Value = BTreeMap<u64, Arc<T>>;
+    type Value = Revisions<T>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
@@ -149,14 +147,14 @@ impl<'de, T: Revisioned> DeserializeSeed<'de> for Inner<'_, T> {
 }
 
 impl<'de, T: Revisioned> Visitor<'de> for Inner<'_, T> {
-    type Value = BTreeMap<u64, Arc<T>>;
+    type Value = Revisions<T>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a map of revision numbers to items")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = BTreeMap::new();
+        let mut out = Vec::new();
         while let Some(rev) = map.next_key::<u64>()? {
             let item: T = map.next_value()?;
             let draft = T::remembered()
@@ -168,8 +166,8 @@ impl<'de, T: Revisioned> Visitor<'de> for Inner<'_, T> {
                 })
                 .ok()
                 .flatten();
-            out.insert(rev, draft.unwrap_or_else(|| Arc::new(item)));
+            out.push((rev, draft.unwrap_or_else(|| Arc::new(item))));
         }
-        Ok(out)
+        Ok(out.into_iter().collect())
     }
 }

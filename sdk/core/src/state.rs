@@ -165,11 +165,13 @@ impl Default for Settings {
     }
 }
 
-/// Recent commands by idempotency key, oldest first.
+/// Recent commands by idempotency key, oldest first. Every applied write
+/// of the last day is here on every node, so it is kept small: each key is
+/// one shared string, and each outcome its JSON text.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IdempotencyLog {
-    entries: BTreeMap<String, Recorded>,
-    order: VecDeque<String>,
+    entries: BTreeMap<Arc<str>, Recorded>,
+    order: VecDeque<Arc<str>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -177,7 +179,37 @@ struct Recorded {
     at_ms: i64,
     /// Digest of the command, to spot a key reused for another command.
     command: CommandDigest,
-    outcome: Outcome,
+    /// The [`Outcome`] as JSON; serialized as the outcome itself.
+    #[serde(with = "outcome_text")]
+    outcome: Box<str>,
+}
+
+/// An [`Outcome`] kept as its JSON text, written as the outcome.
+mod outcome_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::command::Outcome;
+
+    pub(super) fn encode(outcome: &Outcome) -> Box<str> {
+        // Strings, numbers and booleans: serializing cannot fail.
+        serde_json::to_string(outcome)
+            .unwrap_or_default()
+            .into_boxed_str()
+    }
+
+    pub(super) fn decode(text: &str) -> Option<Outcome> {
+        serde_json::from_str(text).ok()
+    }
+
+    pub(super) fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        decode(text)
+            .ok_or_else(|| serde::ser::Error::custom("a remembered outcome does not decode"))?
+            .serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Box<str>, D::Error> {
+        Outcome::deserialize(d).map(|o| encode(&o))
+    }
 }
 
 /// SHA-256 of a command's canonical JSON: 32 bytes in memory, lowercase
@@ -226,6 +258,75 @@ impl<'de> Deserialize<'de> for CommandDigest {
             }
         }
         Ok(CommandDigest(out))
+    }
+}
+
+/// One key's published revisions, by revision number: a sorted list with no
+/// spare room. Most keys have one or two, and each environment has up to
+/// 10,000 keys, so a map (whose every node has room for eleven) would cost
+/// several times as much. Serialized as a map of revision numbers to items.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Revisions<T>(Vec<(u64, Arc<T>)>);
+
+impl<T> Default for Revisions<T> {
+    fn default() -> Self {
+        Revisions(Vec::new())
+    }
+}
+
+impl<T> Revisions<T> {
+    /// The item of revision `rev`.
+    pub fn get(&self, rev: &u64) -> Option<&Arc<T>> {
+        self.0
+            .binary_search_by_key(rev, |(r, _)| *r)
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Adds revision `rev` unless it is there already.
+    pub fn insert_if_absent(&mut self, rev: u64, item: Arc<T>) {
+        if let Err(i) = self.0.binary_search_by_key(&rev, |(r, _)| *r) {
+            self.0.insert(i, (rev, item));
+            self.0.shrink_to_fit();
+        }
+    }
+
+    /// Keeps the revisions `keep` selects.
+    pub fn retain(&mut self, mut keep: impl FnMut(u64, &Arc<T>) -> bool) {
+        let before = self.0.len();
+        self.0.retain(|(r, item)| keep(*r, item));
+        if self.0.len() != before {
+            self.0.shrink_to_fit();
+        }
+    }
+
+    /// The revisions, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &Arc<T>)> {
+        self.0.iter().map(|(r, item)| (*r, item))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<T> FromIterator<(u64, Arc<T>)> for Revisions<T> {
+    fn from_iter<I: IntoIterator<Item = (u64, Arc<T>)>>(items: I) -> Self {
+        let mut v: Vec<(u64, Arc<T>)> = items.into_iter().collect();
+        v.sort_by_key(|(r, _)| *r);
+        v.dedup_by_key(|(r, _)| *r);
+        v.shrink_to_fit();
+        Revisions(v)
+    }
+}
+
+impl<T: Serialize> Serialize for Revisions<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(r, item)| (r, &**item)))
     }
 }
 
@@ -353,14 +454,12 @@ pub struct EnvState {
     pub published_flags: BTreeMap<String, u64>,
     #[serde(default)]
     pub published_segments: BTreeMap<String, u64>,
-    /// Every published flag revision, by key then revision.
-    /// (Behind an `Arc`: most keys have one revision, a map node holds room
-    /// for eleven values inline, and the draft of the same revision shares
-    /// it.)
+    /// Every published flag revision, by key then revision. (Behind an
+    /// `Arc`: the draft of the same revision shares it.)
     #[serde(deserialize_with = "crate::sharing::revisions")]
-    pub flag_revisions: BTreeMap<String, BTreeMap<u64, Arc<Flag>>>,
+    pub flag_revisions: BTreeMap<String, Revisions<Flag>>,
     #[serde(deserialize_with = "crate::sharing::revisions")]
-    pub segment_revisions: BTreeMap<String, BTreeMap<u64, Arc<Segment>>>,
+    pub segment_revisions: BTreeMap<String, Revisions<Segment>>,
     pub kills: BTreeMap<String, KillRecord>,
     /// Keys of draft flags that have prerequisites (derived from
     /// `draft_flags`, not serialized, rebuilt on first use after loading),
@@ -432,16 +531,22 @@ impl State {
         let fingerprint = CommandDigest::of(&cmd.command);
         let window = self.settings.idempotency_window_ms;
         let horizon = cmd.at_ms.saturating_sub(window);
-        if let Some(prev) = self.idempotency.entries.get(&cmd.idempotency_key) {
+        if let Some(prev) = self.idempotency.entries.get(cmd.idempotency_key.as_str()) {
             if prev.at_ms >= horizon {
                 if prev.command != fingerprint {
                     return Err(CommandError::IdempotencyKeyReused {
                         key: cmd.idempotency_key.clone(),
                     });
                 }
+                // The text was encoded from an outcome, so it decodes; were
+                // it not to, the retry still changes nothing.
+                let first = outcome_text::decode(&prev.outcome).unwrap_or_else(|| Outcome {
+                    env: cmd.command.env().to_owned(),
+                    ..Outcome::default()
+                });
                 return Ok(Outcome {
                     replayed: true,
-                    ..prev.outcome.clone()
+                    ..first
                 });
             }
         }
@@ -450,8 +555,7 @@ impl State {
         // so its retry is simply evaluated again. (Refusal messages also come
         // from third-party parsers and must not enter the replicated state.)
         if let Ok(outcome) = &result {
-            self.idempotency
-                .remember(cmd, fingerprint, outcome.clone(), window);
+            self.idempotency.remember(cmd, fingerprint, outcome, window);
         }
         result
     }
@@ -659,7 +763,7 @@ impl IdempotencyLog {
         &mut self,
         cmd: &CommandEnvelope,
         command: CommandDigest,
-        outcome: Outcome,
+        outcome: &Outcome,
         window: i64,
     ) {
         let horizon = cmd.at_ms.saturating_sub(window);
@@ -672,18 +776,20 @@ impl IdempotencyLog {
                 self.entries.remove(&k);
             }
         }
-        if self.entries.contains_key(&cmd.idempotency_key) {
+        let key: &str = &cmd.idempotency_key;
+        if self.entries.contains_key(key) {
             // An expired key used again: drop its old place in the order, so
             // that each key is in `order` once.
-            self.order.retain(|k| k != &cmd.idempotency_key);
+            self.order.retain(|k| &**k != key);
         }
-        self.order.push_back(cmd.idempotency_key.clone());
+        let key: Arc<str> = Arc::from(key);
+        self.order.push_back(key.clone());
         self.entries.insert(
-            cmd.idempotency_key.clone(),
+            key,
             Recorded {
                 at_ms: cmd.at_ms,
                 command,
-                outcome,
+                outcome: outcome_text::encode(outcome),
             },
         );
     }
@@ -892,12 +998,12 @@ impl EnvState {
             .collect();
         self.flag_revisions.retain(|k, revs| {
             let live = flags.get(k);
-            revs.retain(|r, _| live.is_some_and(|l| l.contains(r)));
+            revs.retain(|r, _| live.is_some_and(|l| l.contains(&r)));
             !revs.is_empty()
         });
         self.segment_revisions.retain(|k, revs| {
             let live = segments.get(k);
-            revs.retain(|r, _| live.is_some_and(|l| l.contains(r)));
+            revs.retain(|r, _| live.is_some_and(|l| l.contains(&r)));
             !revs.is_empty()
         });
     }
@@ -1209,15 +1315,13 @@ impl EnvState {
             self.flag_revisions
                 .entry(f.key.clone())
                 .or_default()
-                .entry(f.version)
-                .or_insert(f);
+                .insert_if_absent(f.version, f);
         }
         for s in segment_items {
             self.segment_revisions
                 .entry(s.key.clone())
                 .or_default()
-                .entry(s.version)
-                .or_insert(s);
+                .insert_if_absent(s.version, s);
         }
         self.push_version(flags, segments, VersionAction::Publish, message, at, who)
     }

@@ -254,7 +254,7 @@ fn every_command_leaves_an_audit_entry_with_digests_and_a_diff() {
     let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);
 
-    let created = entries[1];
+    let created = &entries[1];
     assert_eq!(created.action, "upsert_flag");
     assert_eq!(created.target, "flag:checkout");
     assert_eq!(created.env, "prod");
@@ -265,7 +265,7 @@ fn every_command_leaves_an_audit_entry_with_digests_and_a_diff() {
     assert!(created.before.is_none());
     assert!(created.after.is_some());
 
-    let edited = entries[2];
+    let edited = &entries[2];
     assert_eq!(edited.before, created.after);
     assert_ne!(edited.after, edited.before);
     assert_eq!(edited.diff.len(), 1);
@@ -273,12 +273,12 @@ fn every_command_leaves_an_audit_entry_with_digests_and_a_diff() {
     assert_eq!(edited.diff[0].op, ChangeOp::Add);
     assert_eq!(edited.diff[0].to, Some(json!("new checkout")));
 
-    let refusal = entries[3];
+    let refusal = &entries[3];
     assert_eq!(refusal.outcome, "revision_conflict");
     assert_eq!(refusal.before, refusal.after);
     assert!(refusal.diff.is_empty());
 
-    let publish = entries[4];
+    let publish = &entries[4];
     assert_eq!(publish.target, "versions");
     assert_eq!(publish.env_version, Some(1));
     let paths: Vec<&str> = publish.diff.iter().map(|c| c.path.as_str()).collect();

@@ -719,6 +719,58 @@ fn script() -> Vec<CommandEnvelope> {
 }
 
 #[test]
+fn logs_read_back_from_their_serialized_form() {
+    let mut h = Harness::new();
+    h.put(on_flag("a"));
+    let publish = h.envelope(Command::Publish {
+        env: "prod".into(),
+        message: "first".into(),
+        flags: None,
+        segments: None,
+    });
+    let first = h.state.apply(&publish).unwrap();
+    assert_eq!(first.changed_flags, vec!["a".to_string()]);
+    let text = serde_json::to_string(&h.state).unwrap();
+    let mut reloaded: State = serde_json::from_str(&text).unwrap();
+    assert_eq!(reloaded, h.state);
+    assert_eq!(serde_json::to_string(&reloaded).unwrap(), text);
+    // The wire form holds the outcomes and entries as objects.
+    let value: Value = serde_json::from_str(&text).unwrap();
+    let kept = &value["idempotency"]["entries"][&publish.idempotency_key];
+    assert_eq!(kept["outcome"]["changed_flags"], json!(["a"]));
+    assert_eq!(kept["outcome"]["env_version"], json!(1));
+    let entries = value["audit"]["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), h.state.audit.len());
+    assert_eq!(entries[2]["action"], "publish");
+    assert_eq!(entries[2]["request_id"], "req-3");
+    assert_eq!(
+        serde_json::to_value(h.state.audit.entries().nth(2).unwrap()).unwrap(),
+        entries[2]
+    );
+    // A retry after the reload is answered with the first outcome.
+    let again = reloaded.apply(&publish).unwrap();
+    assert!(again.replayed);
+    assert_eq!(
+        Outcome {
+            replayed: false,
+            ..again
+        },
+        first
+    );
+    // Entries are selected by their head without decoding the rest.
+    let by_subject: Vec<u64> = reloaded
+        .audit
+        .matching(1, |h| h.subject == "alice" && h.env == "prod")
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(by_subject, vec![2, 3, 4]);
+    assert_eq!(
+        reloaded.audit.matching(0, |h| h.subject == "bob").count(),
+        0
+    );
+}
+
+#[test]
 fn replay_gives_a_byte_identical_digest() {
     let cmds = script();
     let replay = || {

@@ -141,6 +141,24 @@ fn kinds_types_and_variants() {
         "/variants/0/value",
         "null",
     );
+    // Values nest at most 32 deep: stored state and audit entries hold them
+    // several levels down, under the JSON readers' limit of 128.
+    let nested = |levels: usize| {
+        let mut v = json!(1);
+        for _ in 0..levels {
+            v = json!([v]);
+        }
+        v
+    };
+    assert_eq!(
+        check(mv(json!({"variants": [{"key": "a", "value": nested(32)}]}))),
+        vec![]
+    );
+    expect(
+        mv(json!({"variants": [{"key": "a", "value": nested(33)}]})),
+        "/variants/0/value",
+        "nest more than 32 deep",
+    );
     expect(
         json!({"key": "f", "kind": "boolean", "variants": [{"key": "on", "value": true}, {"key": "maybe", "value": true}]}),
         "/variants/1/key",
