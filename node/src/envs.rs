@@ -74,7 +74,8 @@ pub struct Published {
 
 /// A snapshot whose JSON is at most this size keeps it beside its gzip
 /// form; a larger one keeps only the gzip form until a request needs the
-/// JSON (for 10,000 flags the JSON is several MiB, the gzip a tenth of it).
+/// JSON (10,000 flags with one targeting rule each: 4.7 MB of JSON, 73 KB
+/// gzipped).
 pub const KEEP_PLAIN_BYTES: usize = 256 * 1024;
 
 impl Published {

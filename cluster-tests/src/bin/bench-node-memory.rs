@@ -89,6 +89,45 @@ fn memory(pid: u32) -> Option<(f64, f64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+struct Sizes {
+    json_bytes: usize,
+    gzip_bytes: usize,
+    first_plain_ms: f64,
+    next_plain_ms: f64,
+}
+
+/// Reads an environment's snapshot with gzip, then twice without.
+async fn snapshot_sizes(base: &str, env: &str) -> Result<Sizes, String> {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/v1/sdk/environments/{env}/snapshot");
+    let get = |gzip: bool| {
+        let mut r = client
+            .get(&url)
+            .bearer_auth(pulseplane_cluster_tests::TOKEN);
+        if gzip {
+            r = r.header("accept-encoding", "gzip");
+        }
+        async move {
+            let started = Instant::now();
+            let r = r.send().await.map_err(|e| e.to_string())?;
+            if r.status() != 200 {
+                return Err(format!("snapshot of {env}: {}", r.status()));
+            }
+            let len = r.bytes().await.map_err(|e| e.to_string())?.len();
+            Ok::<_, String>((len, started.elapsed().as_secs_f64() * 1000.0))
+        }
+    };
+    let (gzip_bytes, _) = get(true).await?;
+    let (json_bytes, first_plain_ms) = get(false).await?;
+    let (_, next_plain_ms) = get(false).await?;
+    Ok(Sizes {
+        json_bytes,
+        gzip_bytes,
+        first_plain_ms,
+        next_plain_ms,
+    })
+}
+
 fn report(c: &mut Cluster, stage: &str) -> Vec<(u64, f64, f64)> {
     let mut out = Vec::new();
     for id in c.running() {
@@ -217,6 +256,13 @@ async fn run(a: Args) -> Result<(), String> {
     c.converged(&all, Duration::from_secs(120)).await;
     tokio::time::sleep(SETTLE).await;
     let restarted = report(&mut c, "one node restarted");
+    // Last, as it makes node 1 keep one environment's JSON: the snapshot's
+    // sizes, and the first and second answers without gzip.
+    let sizes = snapshot_sizes(&c.url(1), &envs[0]).await?;
+    println!(
+        "  snapshot of {}: {} bytes of JSON, {} bytes gzipped; without gzip the first answer took {:.1} ms, the next {:.1} ms",
+        envs[0], sizes.json_bytes, sizes.gzip_bytes, sizes.first_plain_ms, sizes.next_plain_ms
+    );
     let worst = loaded
         .iter()
         .chain(&snapshotted)
@@ -249,6 +295,10 @@ async fn run(a: Args) -> Result<(), String> {
             "target_mb": TARGET_MB,
             "loaded": loaded.iter().map(|(id, r, _)| json!({"node": id, "rss_mib": r})).collect::<Vec<_>>(),
             "restarted_rss_mib": restarted.iter().find(|(id, _, _)| *id == restarted_id).map(|(_, r, _)| *r),
+            "snapshot_json_bytes": sizes.json_bytes,
+            "snapshot_gzip_bytes": sizes.gzip_bytes,
+            "first_plain_ms": sizes.first_plain_ms,
+            "next_plain_ms": sizes.next_plain_ms,
         })
     );
     Ok(())
