@@ -54,9 +54,10 @@ pub(crate) fn bucket_for(r: &CRollout, ctx: &Context) -> Option<u16> {
         Attr::Named(n) => ctx.lookup(n)?,
     };
     let mut m = r.seed;
-    // A short string is rebuilt from its fingerprint, so its text is not read.
-    if let Some(short) = found.is_str().then(|| found.fp.short_bytes()).flatten() {
-        m.write(short.as_slice());
+    // A short string is hashed from its fingerprint's words: its text is
+    // not read, nor rebuilt in memory.
+    if let Some((word, len)) = found.is_str().then(|| found.fp.short_word()).flatten() {
+        m.write_word(word, len);
     } else {
         match found.value() {
             AttrRef::Str(s) => m.write(s.as_bytes()),

@@ -82,6 +82,40 @@ impl Murmur3 {
         self.tail_len = r.len() as u32;
     }
 
+    /// Feeds the `n` (at most 16) bytes held little-endian in `word`, whose
+    /// bytes from `n` up are zero. The same as [`Murmur3::write`] with those
+    /// bytes, without reading them from memory.
+    #[inline(always)]
+    pub fn write_word(&mut self, mut word: u128, n: u32) {
+        debug_assert!(n <= 16);
+        self.len = self.len.wrapping_add(n);
+        let mut n = n;
+        if self.tail_len > 0 {
+            let need = 4 - self.tail_len;
+            // `word` is zero above its `n` bytes, so the low 32 bits are
+            // exactly the bytes available, padded with zeros.
+            let low = word as u32;
+            if n < need {
+                self.tail |= low << (8 * self.tail_len);
+                self.tail_len += n;
+                return;
+            }
+            let take = low & (u32::MAX >> (8 * (4 - need)));
+            self.block(self.tail | take << (8 * self.tail_len));
+            word >>= 8 * need;
+            n -= need;
+            self.tail = 0;
+            self.tail_len = 0;
+        }
+        while n >= 4 {
+            self.block(word as u32);
+            word >>= 32;
+            n -= 4;
+        }
+        self.tail = word as u32;
+        self.tail_len = n;
+    }
+
     /// The final 32-bit hash.
     #[inline]
     pub fn finish(&self) -> u32 {
@@ -119,6 +153,32 @@ mod tests {
             murmur3_x86_32(b"The quick brown fox jumps over the lazy dog", 0),
             0x2e4f_f723
         );
+    }
+
+    #[test]
+    fn words_hash_like_bytes() {
+        let text = b"anchor.rollout-50user-1234567890ab";
+        for pre in 0..8 {
+            for n in 0..=16 {
+                let bytes = &text[pre..pre + n];
+                let mut padded = [0u8; 16];
+                padded[..n].copy_from_slice(bytes);
+                let mut by_bytes = Murmur3::new(0);
+                by_bytes.write(&text[..pre]);
+                by_bytes.write(bytes);
+                let mut by_word = Murmur3::new(0);
+                by_word.write(&text[..pre]);
+                by_word.write_word(u128::from_le_bytes(padded), n as u32);
+                assert_eq!(
+                    by_word.finish(),
+                    by_bytes.finish(),
+                    "prefix {pre}, {n} bytes"
+                );
+                by_bytes.write(b"xyz");
+                by_word.write(b"xyz");
+                assert_eq!(by_word.finish(), by_bytes.finish(), "then more, {pre} {n}");
+            }
+        }
     }
 
     #[test]

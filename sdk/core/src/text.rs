@@ -86,44 +86,27 @@ impl Fingerprint {
         Fingerprint { head, tail, len: n }
     }
 
-    /// The bytes of a string of at most 16 bytes, rebuilt from the
-    /// fingerprint alone.
+    /// A string of at most 16 bytes as one little-endian integer (byte i
+    /// in bits 8i..8i+8, zero above its length) and its length, rebuilt
+    /// from the fingerprint alone: hashing it needs no memory access.
     #[inline(always)]
-    pub(crate) fn short_bytes(&self) -> Option<ShortBytes> {
+    pub(crate) fn short_word(&self) -> Option<(u128, u32)> {
         if self.len > 16 {
             return None;
         }
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&self.head.to_le_bytes());
+        let mut word = u128::from(self.head);
         if self.len > 8 {
             // tail holds bytes len-8..len; bytes 8..len are its last len-8,
-            // which a shift brings down (fixed-size copies, no memcpy call).
-            let rest = self.tail >> (8 * (16 - self.len));
-            bytes[8..].copy_from_slice(&rest.to_le_bytes());
+            // which a shift brings down.
+            word |= u128::from(self.tail >> (8 * (16 - self.len))) << 64;
         }
-        Some(ShortBytes {
-            bytes,
-            len: self.len,
-        })
+        Some((word, self.len as u32))
     }
 
     /// True when the fingerprints decide equality without the bytes.
     #[inline]
     fn complete(&self) -> bool {
         self.len <= 16
-    }
-}
-
-/// Up to 16 bytes on the stack.
-pub(crate) struct ShortBytes {
-    bytes: [u8; 16],
-    len: usize,
-}
-
-impl ShortBytes {
-    #[inline(always)]
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        &self.bytes[..self.len.min(16)]
     }
 }
 
@@ -291,12 +274,16 @@ mod tests {
     }
 
     #[test]
-    fn short_bytes_rebuild_the_string() {
+    fn short_word_rebuilds_the_string() {
         for n in 0..=20 {
             let s: String = (0..n).map(|i| char::from(b'a' + i as u8)).collect();
             let fp = Fingerprint::of(s.as_bytes());
-            match fp.short_bytes() {
-                Some(b) => assert_eq!(b.as_slice(), s.as_bytes(), "{s}"),
+            match fp.short_word() {
+                Some((word, len)) => {
+                    assert_eq!(len as usize, n);
+                    assert_eq!(&word.to_le_bytes()[..n], s.as_bytes(), "{s}");
+                    assert!(word.to_le_bytes()[n..].iter().all(|b| *b == 0), "{s}");
+                }
                 None => assert!(n > 16),
             }
         }
