@@ -580,6 +580,19 @@ fn digest_without_audit(state: &State) -> String {
     s.digest()
 }
 
+/// `again` is a retry's answer: `first` with `replayed` set.
+#[track_caller]
+fn assert_replay_of(again: Outcome, first: &Outcome) {
+    assert!(again.replayed);
+    assert_eq!(
+        Outcome {
+            replayed: false,
+            ..again
+        },
+        *first
+    );
+}
+
 #[test]
 fn retried_commands_apply_once() {
     let mut h = Harness::new();
@@ -590,15 +603,7 @@ fn retried_commands_apply_once() {
     });
     let first = h.state.apply(&put).unwrap();
     let digest = digest_without_audit(&h.state);
-    let again = h.state.apply(&put).unwrap();
-    assert!(again.replayed);
-    assert_eq!(
-        Outcome {
-            replayed: false,
-            ..again
-        },
-        first
-    );
+    assert_replay_of(h.state.apply(&put).unwrap(), &first);
     // Nothing changed but the audit log, which records the retry.
     assert_eq!(digest_without_audit(&h.state), digest);
     assert_eq!(h.state.audit.entries().last().unwrap().outcome, "replayed");
@@ -748,15 +753,7 @@ fn logs_read_back_from_their_serialized_form() {
         entries[2]
     );
     // A retry after the reload is answered with the first outcome.
-    let again = reloaded.apply(&publish).unwrap();
-    assert!(again.replayed);
-    assert_eq!(
-        Outcome {
-            replayed: false,
-            ..again
-        },
-        first
-    );
+    assert_replay_of(reloaded.apply(&publish).unwrap(), &first);
     // Entries are selected by their head without decoding the rest.
     let by_subject: Vec<u64> = reloaded
         .audit
