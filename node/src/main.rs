@@ -24,6 +24,8 @@ fn main() -> ExitCode {
     };
     // rediss:// connections use rustls with ring; installed once, up front.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The trace exporter's guard with the `otel` feature, `()` without it.
+    #[allow(clippy::let_unit_value)]
     let _exporter = match init_tracing(&cfg) {
         Ok(e) => e,
         Err(e) => {

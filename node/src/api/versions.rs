@@ -164,12 +164,11 @@ pub(crate) enum VersionRead {
     Diff(VersionDiff),
 }
 
-/// Flag or segment key → revision in version `v` (empty for version 0).
-fn content(
-    e: &EnvState,
-    env: &str,
-    v: u64,
-) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>), ApiError> {
+/// Key → published revision.
+type Revisions = BTreeMap<String, u64>;
+
+/// Flag and segment key → revision in version `v` (empty for version 0).
+fn content(e: &EnvState, env: &str, v: u64) -> Result<(Revisions, Revisions), ApiError> {
     let c = e
         .version_content(v)
         .ok_or_else(|| version_not_found(env, v))?;

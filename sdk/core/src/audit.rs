@@ -217,20 +217,12 @@ impl Serialize for AuditLog {
 
 impl<'de> Deserialize<'de> for AuditLog {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Default, Deserialize)]
         #[serde(default)]
         struct Wire {
             #[serde(deserialize_with = "kept_entries")]
             entries: VecDeque<Kept>,
             next_seq: u64,
-        }
-        impl Default for Wire {
-            fn default() -> Self {
-                Wire {
-                    entries: VecDeque::new(),
-                    next_seq: 0,
-                }
-            }
         }
         let w = Wire::deserialize(d)?;
         Ok(AuditLog {
