@@ -140,13 +140,13 @@ pub fn check(ops: &[Op], samples: &[Sample], fin: &Final) -> Verdict {
 
 fn check_lost(ops: &[Op], fin: &Final, v: &mut Verdict) {
     for op in ops {
-        if let (Call::Create { key }, Some(_)) = (&op.call, op.ok()) {
-            if !fin.flags.contains_key(key) {
-                v.lost_acknowledged_writes += 1;
-                v.violations.push(format!(
-                    "acknowledged create of {key} is not in the final state"
-                ));
-            }
+        if let (Call::Create { key }, Some(_)) = (&op.call, op.ok())
+            && !fin.flags.contains_key(key)
+        {
+            v.lost_acknowledged_writes += 1;
+            v.violations.push(format!(
+                "acknowledged create of {key} is not in the final state"
+            ));
         }
     }
     // Registers: the final value's write must not be followed, in real
@@ -355,12 +355,12 @@ fn check_revisions(ops: &[Op], v: &mut Verdict) {
             Call::Read { key } | Call::LocalRead { key } => (key, seen.as_deref()),
             _ => continue,
         };
-        if let Some(before) = value_at.insert((key.as_str(), rev), value) {
-            if before != value {
-                v.violations.push(format!(
-                    "flag {key} revision {rev} was read as both {before:?} and {value:?}"
-                ));
-            }
+        if let Some(before) = value_at.insert((key.as_str(), rev), value)
+            && before != value
+        {
+            v.violations.push(format!(
+                "flag {key} revision {rev} was read as both {before:?} and {value:?}"
+            ));
         }
     }
 
@@ -455,13 +455,13 @@ fn check_samples(samples: &[Sample], v: &mut Verdict) {
     let mut sorted: Vec<&Sample> = samples.iter().collect();
     sorted.sort_by_key(|s| s.at);
     for s in sorted {
-        if let Some(prev) = last.insert(s.node, s.applied_index) {
-            if s.applied_index < prev {
-                v.violations.push(format!(
-                    "node {}'s applied index went back from {prev} to {} (at {} ns)",
-                    s.node, s.applied_index, s.at
-                ));
-            }
+        if let Some(prev) = last.insert(s.node, s.applied_index)
+            && s.applied_index < prev
+        {
+            v.violations.push(format!(
+                "node {}'s applied index went back from {prev} to {} (at {} ns)",
+                s.node, s.applied_index, s.at
+            ));
         }
         match digest_at.get(&s.applied_index) {
             None => {

@@ -477,10 +477,10 @@ impl Cluster {
             let ids = ids.clone();
             async move {
                 for id in ids {
-                    if let Some(v) = me.node_view(id).await {
-                        if v["state"] == "leader" {
-                            return Some(id);
-                        }
+                    if let Some(v) = me.node_view(id).await
+                        && v["state"] == "leader"
+                    {
+                        return Some(id);
                     }
                 }
                 None

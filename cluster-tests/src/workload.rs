@@ -135,17 +135,16 @@ pub fn start(client: &Client, nodes: Vec<(u64, String)>, cfg: Config) -> Workloa
                     )
                     .await;
                     let at = ns(started);
-                    if let Ok(Ok((200, v))) = answer {
-                        if let (Some(applied_index), Some(digest)) =
+                    if let Ok(Ok((200, v))) = answer
+                        && let (Some(applied_index), Some(digest)) =
                             (v["applied_index"].as_u64(), v["state_digest"].as_str())
-                        {
-                            samples.lock().await.push(Sample {
-                                node: *id,
-                                at,
-                                applied_index,
-                                digest: digest.to_owned(),
-                            });
-                        }
+                    {
+                        samples.lock().await.push(Sample {
+                            node: *id,
+                            at,
+                            applied_index,
+                            digest: digest.to_owned(),
+                        });
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

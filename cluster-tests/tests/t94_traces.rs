@@ -46,20 +46,20 @@ async fn collector() -> (String, Arc<Mutex<Vec<Value>>>) {
                         if line.is_empty() {
                             break;
                         }
-                        if let Some((k, v)) = line.split_once(':') {
-                            if k.eq_ignore_ascii_case("content-length") {
-                                length = v.trim().parse().unwrap_or(0);
-                            }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap_or(0);
                         }
                     }
                     let mut body = vec![0u8; length];
                     if read.read_exact(&mut body).await.is_err() {
                         return;
                     }
-                    if request_line.starts_with("POST /v1/traces ") {
-                        if let Ok(v) = serde_json::from_slice(&body) {
-                            kept.lock().unwrap().push(v);
-                        }
+                    if request_line.starts_with("POST /v1/traces ")
+                        && let Ok(v) = serde_json::from_slice(&body)
+                    {
+                        kept.lock().unwrap().push(v);
                     }
                     let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
                     if write.write_all(answer.as_bytes()).await.is_err() {

@@ -160,15 +160,16 @@ async fn permission_matrix() {
         let names_prod = route.contains("{env}")
             || *route == "/v1/audit"
             || (*method == "POST" && *route == "/v1/environments");
-        if let Need::Env(p) | Need::Handler(p) = need {
-            if names_prod && p.scope() == PermissionScope::Environment {
-                let sub = format!("{}-other", subject(*p));
-                let (s, _, v) = anonymous
-                    .send(m.clone(), &full, &[(USER_HEADER, &sub)], body.as_ref())
-                    .await
-                    .unwrap();
-                assert_eq!(s, 403, "{method} {route} with {p} in other: {v}");
-            }
+        if let Need::Env(p) | Need::Handler(p) = need
+            && names_prod
+            && p.scope() == PermissionScope::Environment
+        {
+            let sub = format!("{}-other", subject(*p));
+            let (s, _, v) = anonymous
+                .send(m.clone(), &full, &[(USER_HEADER, &sub)], body.as_ref())
+                .await
+                .unwrap();
+            assert_eq!(s, 403, "{method} {route} with {p} in other: {v}");
         }
     }
     assert!(checked >= ROUTES.len() * Permission::ALL.len());

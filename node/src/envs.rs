@@ -516,10 +516,10 @@ async fn run_actor(
                     digest: p.digest.clone(),
                 });
                 let before = actor.current.send_replace(Some(Arc::new(p)));
-                if let (Some(n), Some(notice)) = (&notifier, notice) {
-                    if before.is_some_and(|b| b.version < notice.version) {
-                        n.notify(notice);
-                    }
+                if let (Some(n), Some(notice)) = (&notifier, notice)
+                    && before.is_some_and(|b| b.version < notice.version)
+                {
+                    n.notify(notice);
                 }
             }
             Err(e) => error!(env = %env, error = %e, "building the snapshot failed"),

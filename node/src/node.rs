@@ -348,12 +348,13 @@ impl Node {
 
 /// A dev-mode secret kept in the data dir: the one there, or a new one that
 /// is written there (mode 0600). Returns it and whether it is new.
+#[allow(clippy::result_large_err)] // called once, at start
 fn dev_secret(dir: &Path, name: &str) -> Result<(Secret, bool), NodeError> {
     let path = dir.join(name);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(s) = Secret::new(text.trim()) {
-            return Ok((s, false));
-        }
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Some(s) = Secret::new(text.trim())
+    {
+        return Ok((s, false));
     }
     std::fs::create_dir_all(dir).map_err(|source| DataDirError::Io {
         path: dir.to_owned(),

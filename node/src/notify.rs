@@ -205,7 +205,7 @@ impl Publisher {
         } else {
             m.connect_failures.fetch_add(1, Ordering::Relaxed);
             // Every failure while the outage is young, then one in 16.
-            if failures < 3 || failures % 16 == 0 {
+            if failures < 3 || failures.is_multiple_of(16) {
                 warn!(
                     error = %describe(e),
                     attempt = failures + 1,

@@ -21,6 +21,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for RocksBui
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // the suite's own error type
 fn openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
     Suite::test_all(RocksBuilder)
 }

@@ -45,10 +45,10 @@ async fn main() {
                 ),
             )
             .await;
-            if let Ok(Ok((s, _, _))) = answer {
-                if (200..300).contains(&s) {
-                    break killed.elapsed();
-                }
+            if let Ok(Ok((s, _, _))) = answer
+                && (200..300).contains(&s)
+            {
+                break killed.elapsed();
             }
             if killed.elapsed() > Duration::from_secs(30) {
                 panic!("no write succeeded within 30 s of killing node {leader}");

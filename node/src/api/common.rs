@@ -259,10 +259,10 @@ impl IntoResponse for WriteOk {
             HeaderName::from_static(ENV_VERSION_HEADER),
             HeaderValue::from(self.body.outcome.env_version),
         );
-        if let Some(rev) = self.body.outcome.revision {
-            if let Ok(v) = HeaderValue::from_str(&format!("\"{rev}\"")) {
-                h.insert(axum::http::header::ETAG, v);
-            }
+        if let Some(rev) = self.body.outcome.revision
+            && let Ok(v) = HeaderValue::from_str(&format!("\"{rev}\""))
+        {
+            h.insert(axum::http::header::ETAG, v);
         }
         r
     }

@@ -160,10 +160,10 @@ pub(crate) fn item_response<T: Serialize>(
     revision: Option<u64>,
 ) -> Response {
     let mut r = read_response(applied, view);
-    if let Some(rev) = revision {
-        if let Ok(v) = header::HeaderValue::from_str(&format!("\"{rev}\"")) {
-            r.headers_mut().insert(header::ETAG, v);
-        }
+    if let Some(rev) = revision
+        && let Ok(v) = header::HeaderValue::from_str(&format!("\"{rev}\""))
+    {
+        r.headers_mut().insert(header::ETAG, v);
     }
     r
 }

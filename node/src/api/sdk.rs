@@ -175,10 +175,10 @@ async fn await_snapshot(
         drop(actor);
         loop {
             let current = rx.borrow_and_update().clone();
-            if let Some(p) = &current {
-                if want.satisfied_by(p) {
-                    return Ok(current);
-                }
+            if let Some(p) = &current
+                && want.satisfied_by(p)
+            {
+                return Ok(current);
             }
             let timed_out = tokio::select! {
                 r = rx.changed() => {
@@ -313,13 +313,13 @@ pub(crate) async fn snapshot(
             )
         })?),
     };
-    if let Some(i) = instance {
-        if i.is_empty() || i.len() > MAX_TOKEN_LEN {
-            return Err(ApiError::bad_request(
-                "invalid_header",
-                format!("{INSTANCE_HEADER} must be 1 to {MAX_TOKEN_LEN} bytes"),
-            ));
-        }
+    if let Some(i) = instance
+        && (i.is_empty() || i.len() > MAX_TOKEN_LEN)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_header",
+            format!("{INSTANCE_HEADER} must be 1 to {MAX_TOKEN_LEN} bytes"),
+        ));
     }
     let actor = node.envs.get(&env);
     if let (Some(i), Some(actor)) = (instance, &actor) {

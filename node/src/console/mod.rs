@@ -175,10 +175,11 @@ fn decode(value: &str) -> String {
 /// at all): a browser sends `Origin` and `Sec-Fetch-Site` on form posts.
 fn same_origin(headers: &HeaderMap) -> bool {
     let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(site) = text(HeaderName::from_static("sec-fetch-site")) {
-        if site != "same-origin" && site != "none" {
-            return false;
-        }
+    if let Some(site) = text(HeaderName::from_static("sec-fetch-site"))
+        && site != "same-origin"
+        && site != "none"
+    {
+        return false;
     }
     match (text(header::ORIGIN), text(header::HOST)) {
         (None, _) => true,
@@ -238,10 +239,10 @@ async fn session(
     req.extensions_mut().insert(ctx);
     let mut response = next.run(req).await;
     let h = response.headers_mut();
-    if fresh_csrf {
-        if let Ok(v) = HeaderValue::from_str(&cookie_line(CSRF_COOKIE, &csrf, secure, None)) {
-            h.append(header::SET_COOKIE, v);
-        }
+    if fresh_csrf
+        && let Ok(v) = HeaderValue::from_str(&cookie_line(CSRF_COOKIE, &csrf, secure, None))
+    {
+        h.append(header::SET_COOKIE, v);
     }
     for (name, value) in [
         (
@@ -361,15 +362,15 @@ impl Ctx {
                 HeaderValue::from_static("application/json"),
             );
         }
-        if let Some(token) = &self.token {
-            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
-                h.insert(header::AUTHORIZATION, v);
-            }
+        if let Some(token) = &self.token
+            && let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}"))
+        {
+            h.insert(header::AUTHORIZATION, v);
         }
-        if let Some(id) = crate::api::request_id::current() {
-            if let Ok(v) = HeaderValue::from_str(&id) {
-                h.insert(crate::api::request_id::REQUEST_ID_HEADER, v);
-            }
+        if let Some(id) = crate::api::request_id::current()
+            && let Ok(v) = HeaderValue::from_str(&id)
+        {
+            h.insert(crate::api::request_id::REQUEST_ID_HEADER, v);
         }
         for (k, v) in extra {
             h.insert(k.clone(), v.clone());

@@ -150,10 +150,10 @@ impl Authenticator {
         peer: Option<IpAddr>,
         sdk_key: impl FnOnce(&str) -> Option<SdkKey>,
     ) -> Result<Principal, AuthFailure> {
-        if let Some(proxy) = &self.proxy {
-            if let Some(user) = proxy_user(proxy, headers, peer) {
-                return Ok(user);
-            }
+        if let Some(proxy) = &self.proxy
+            && let Some(user) = proxy_user(proxy, headers, peer)
+        {
+            return Ok(user);
         }
         let Some(value) = headers.get(AUTHORIZATION) else {
             return Err(AuthFailure::Missing);

@@ -37,6 +37,7 @@ pub enum StartError {
 }
 
 /// openraft's settings from the node's.
+#[allow(clippy::result_large_err)] // called once, at start
 pub fn raft_config(cfg: &NodeConfig) -> Result<Arc<Config>, StartError> {
     let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
     let config = Config {

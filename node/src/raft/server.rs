@@ -103,6 +103,7 @@ async fn authenticate(State(node): State<Arc<Node>>, req: Request, next: Next) -
     next.run(req).await
 }
 
+#[allow(clippy::result_large_err)] // the error is the response to send
 fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
     rmp_serde::from_slice(body)
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable body: {e}")).into_response())

@@ -512,17 +512,17 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
         issues.push("/key", p);
     }
     check_description(&flag.description, "/description", issues);
-    if let Ok(text) = serde_json::to_vec(flag) {
-        if text.len() > MAX_FLAG_BYTES {
-            issues.push(
-                "",
-                format!(
-                    "flag is {} bytes; the limit is {MAX_FLAG_BYTES}",
-                    text.len()
-                ),
-            );
-            return None;
-        }
+    if let Ok(text) = serde_json::to_vec(flag)
+        && text.len() > MAX_FLAG_BYTES
+    {
+        issues.push(
+            "",
+            format!(
+                "flag is {} bytes; the limit is {MAX_FLAG_BYTES}",
+                text.len()
+            ),
+        );
+        return None;
     }
     // Normalize a copy so callers may pass operator input as written.
     let mut flag = flag.clone();
@@ -579,13 +579,13 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
             }
             FlagKind::Multivariate => {}
             FlagKind::Config => {
-                if let Some(t) = flag.value_type {
-                    if !value_matches_type(t, &v.value) {
-                        issues.push(
-                            format!("{path}/value"),
-                            format!("expected a value of type {}", type_name(t)),
-                        );
-                    }
+                if let Some(t) = flag.value_type
+                    && !value_matches_type(t, &v.value)
+                {
+                    issues.push(
+                        format!("{path}/value"),
+                        format!("expected a value of type {}", type_name(t)),
+                    );
                 }
             }
         }
@@ -844,17 +844,17 @@ pub(crate) fn compile_segment(s: &Segment, issues: &mut Issues<'_>) -> Option<CS
             format!("more than {MAX_SEGMENT_KEYS} included and excluded keys"),
         );
     }
-    if let Ok(text) = serde_json::to_vec(s) {
-        if text.len() > MAX_SEGMENT_BYTES {
-            issues.push(
-                "",
-                format!(
-                    "segment is {} bytes; the limit is {MAX_SEGMENT_BYTES}",
-                    text.len()
-                ),
-            );
-            return None;
-        }
+    if let Ok(text) = serde_json::to_vec(s)
+        && text.len() > MAX_SEGMENT_BYTES
+    {
+        issues.push(
+            "",
+            format!(
+                "segment is {} bytes; the limit is {MAX_SEGMENT_BYTES}",
+                text.len()
+            ),
+        );
+        return None;
     }
     let clauses = compile_clauses(&s.clauses, "/clauses", None, issues);
     if issues.len() > start {
@@ -894,10 +894,10 @@ fn compile_clause(
     issues: &mut Issues<'_>,
 ) -> Option<CClause> {
     let start = issues.len();
-    if c.operator != Operator::InSegment {
-        if let Some(p) = check_attribute(&c.attribute) {
-            issues.push(format!("{path}/attribute"), p);
-        }
+    if c.operator != Operator::InSegment
+        && let Some(p) = check_attribute(&c.attribute)
+    {
+        issues.push(format!("{path}/attribute"), p);
     }
     if c.values.len() > MAX_VALUES {
         issues.push(

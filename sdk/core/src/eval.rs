@@ -297,10 +297,10 @@ impl FlagSet {
         if !flag.enabled {
             return Resolution::served(flag.off, Reason::Disabled, None);
         }
-        if !flag.prerequisites.is_empty() {
-            if let Some(r) = self.check_prerequisites(flag, ctx, depth) {
-                return r;
-            }
+        if !flag.prerequisites.is_empty()
+            && let Some(r) = self.check_prerequisites(flag, ctx, depth)
+        {
+            return r;
         }
         self.targeting(flag, ctx)
     }
@@ -394,14 +394,14 @@ impl FlagSet {
         let Some(seg) = self.segments.get(s as usize) else {
             return false;
         };
-        if !seg.included.is_empty() || !seg.excluded.is_empty() {
-            if let Some(k) = ctx.targeting_key() {
-                if seg.included.contains(k) {
-                    return true;
-                }
-                if seg.excluded.contains(k) {
-                    return false;
-                }
+        if (!seg.included.is_empty() || !seg.excluded.is_empty())
+            && let Some(k) = ctx.targeting_key()
+        {
+            if seg.included.contains(k) {
+                return true;
+            }
+            if seg.excluded.contains(k) {
+                return false;
             }
         }
         if seg.clauses.is_empty() {
@@ -492,10 +492,10 @@ fn small_set_contains(items: &[Key], found: &Found<'_>) -> bool {
             if found.fp.len <= 16 {
                 return true;
             }
-            if let AttrRef::Str(s) = found.value() {
-                if x.matches(s, &found.fp) {
-                    return true;
-                }
+            if let AttrRef::Str(s) = found.value()
+                && x.matches(s, &found.fp)
+            {
+                return true;
             }
         }
     }

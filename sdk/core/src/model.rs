@@ -261,10 +261,10 @@ impl Flag {
                 self.off_variant = Some("off".into());
             }
         }
-        if self.default.is_none() {
-            if let Some(off) = &self.off_variant {
-                self.default = Some(Serve::Variant(off.clone()));
-            }
+        if self.default.is_none()
+            && let Some(off) = &self.off_variant
+        {
+            self.default = Some(Serve::Variant(off.clone()));
         }
     }
 

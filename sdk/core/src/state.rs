@@ -107,10 +107,10 @@ fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
     max: T,
     unit: &str,
 ) {
-    if let Some(v) = value {
-        if !(min..=max).contains(&v) {
-            issues.push(Issue::new(path, format!("must be {min} to {max}{unit}")));
-        }
+    if let Some(v) = value
+        && !(min..=max).contains(&v)
+    {
+        issues.push(Issue::new(path, format!("must be {min} to {max}{unit}")));
     }
 }
 
@@ -531,24 +531,24 @@ impl State {
         let fingerprint = CommandDigest::of(&cmd.command);
         let window = self.settings.idempotency_window_ms;
         let horizon = cmd.at_ms.saturating_sub(window);
-        if let Some(prev) = self.idempotency.entries.get(cmd.idempotency_key.as_str()) {
-            if prev.at_ms >= horizon {
-                if prev.command != fingerprint {
-                    return Err(CommandError::IdempotencyKeyReused {
-                        key: cmd.idempotency_key.clone(),
-                    });
-                }
-                // The text was encoded from an outcome, so it decodes; were
-                // it not to, the retry still changes nothing.
-                let first = outcome_text::decode(&prev.outcome).unwrap_or_else(|| Outcome {
-                    env: cmd.command.env().to_owned(),
-                    ..Outcome::default()
-                });
-                return Ok(Outcome {
-                    replayed: true,
-                    ..first
+        if let Some(prev) = self.idempotency.entries.get(cmd.idempotency_key.as_str())
+            && prev.at_ms >= horizon
+        {
+            if prev.command != fingerprint {
+                return Err(CommandError::IdempotencyKeyReused {
+                    key: cmd.idempotency_key.clone(),
                 });
             }
+            // The text was encoded from an outcome, so it decodes; were
+            // it not to, the retry still changes nothing.
+            let first = outcome_text::decode(&prev.outcome).unwrap_or_else(|| Outcome {
+                env: cmd.command.env().to_owned(),
+                ..Outcome::default()
+            });
+            return Ok(Outcome {
+                replayed: true,
+                ..first
+            });
         }
         let result = self.apply_new(cmd);
         // Only applied commands are remembered: a refusal changed nothing,
@@ -687,10 +687,10 @@ impl State {
         result.inspect(|outcome| {
             // Versions beyond the retention are dropped after every new one.
             let keep = self.settings.version_retention;
-            if outcome.env_version > 0 {
-                if let Some(e) = self.environments.get_mut(&outcome.env) {
-                    e.prune_versions(keep);
-                }
+            if outcome.env_version > 0
+                && let Some(e) = self.environments.get_mut(&outcome.env)
+            {
+                e.prune_versions(keep);
             }
         })
     }

@@ -138,12 +138,12 @@ pub(crate) async fn listen(inner: Arc<Inner>, url: String, prefix: String) {
                 error!(error = %e, "Redis refused the credentials in the Redis URL; no change notices (polling goes on)");
             }
             Ok(Err(e)) => {
-                if failures < 3 || failures % 16 == 0 {
+                if failures < 3 || failures.is_multiple_of(16) {
                     warn!(error = %e, "cannot subscribe to change notices; retrying (polling goes on)");
                 }
             }
             Err(_) => {
-                if failures < 3 || failures % 16 == 0 {
+                if failures < 3 || failures.is_multiple_of(16) {
                     warn!("subscribing to change notices timed out; retrying (polling goes on)");
                 }
             }

@@ -185,11 +185,13 @@ fn feature(f: &Value) -> Flag {
                 .get("segments")
                 .and_then(Value::as_array)
                 .is_none_or(Vec::is_empty);
-        if only["name"] == "default" && unconstrained && feature_variants.is_empty() {
-            if let Some(serve) = on {
-                flag.default = Some(serve);
-                return flag;
-            }
+        if only["name"] == "default"
+            && unconstrained
+            && feature_variants.is_empty()
+            && let Some(serve) = on
+        {
+            flag.default = Some(serve);
+            return flag;
         }
     }
     for s in &strategies {
