@@ -80,33 +80,38 @@ pub const KEEP_PLAIN_BYTES: usize = 256 * 1024;
 
 impl Published {
     /// The snapshot as compact JSON; decompresses it, off the async
-    /// workers, when this is the first request for it.
-    pub async fn body(self: &Arc<Self>) -> Bytes {
-        if let Some(b) = self.plain.get() {
-            return b.clone();
+    /// workers, when this is the first request for it. `None` only if that
+    /// failed (logged).
+    pub async fn body(self: &Arc<Self>) -> Option<Bytes> {
+        if let Some(b) = self.plain.get().filter(|b| !b.is_empty()) {
+            return Some(b.clone());
         }
         let me = self.clone();
         match tokio::task::spawn_blocking(move || me.body_blocking()).await {
             Ok(b) => b,
             Err(e) => {
                 error!(env = %self.env, version = self.version, error = %e, "decompressing the snapshot failed");
-                Bytes::new()
+                None
             }
         }
     }
 
-    /// [`Published::body`] for a blocking thread.
-    pub fn body_blocking(&self) -> Bytes {
-        self.plain
-            .get_or_init(|| {
-                let mut out = Vec::with_capacity(self.body_len);
-                let mut gz = flate2::read::GzDecoder::new(&self.gzip[..]);
-                if let Err(e) = std::io::Read::read_to_end(&mut gz, &mut out) {
+    /// [`Published::body`] for a blocking thread. Requests that want it at
+    /// once wait for the first one's decompression.
+    pub fn body_blocking(&self) -> Option<Bytes> {
+        let plain = self.plain.get_or_init(|| {
+            let mut out = Vec::with_capacity(self.body_len);
+            let mut gz = flate2::read::GzDecoder::new(&self.gzip[..]);
+            match std::io::Read::read_to_end(&mut gz, &mut out) {
+                Ok(_) => Bytes::from(out.into_boxed_slice()),
+                Err(e) => {
                     error!(env = %self.env, version = self.version, error = %e, "the snapshot's gzip form does not decompress");
+                    // Empty: a snapshot's JSON never is.
+                    Bytes::new()
                 }
-                Bytes::from(out.into_boxed_slice())
-            })
-            .clone()
+            }
+        });
+        (!plain.is_empty()).then(|| plain.clone())
     }
 
     /// The compiled flag set (compiled on first use; `None` if the
@@ -114,7 +119,7 @@ impl Published {
     pub fn flag_set(&self) -> Option<Arc<FlagSet>> {
         self.flags
             .get_or_init(|| {
-                match Snapshot::load(&self.body_blocking()) {
+                match Snapshot::load(&self.body_blocking()?) {
                     Ok((_, set)) => Some(Arc::new(set)),
                     Err(e) => {
                         error!(env = %self.env, version = self.version, error = %e, "published snapshot does not compile");

@@ -228,7 +228,20 @@ async fn snapshot_response(
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         r
     } else {
-        Body::from(p.body().await).into_response()
+        match p.body().await {
+            Some(body) => Body::from(body).into_response(),
+            // Only if decompressing our own gzip form failed (logged).
+            None => {
+                return ApiError::unavailable(
+                    "snapshot_unavailable",
+                    format!(
+                        "the snapshot of environment {:?} cannot be served uncompressed; ask with Accept-Encoding: gzip",
+                        p.env
+                    ),
+                )
+                .into_response();
+            }
+        }
     };
     let h = r.headers_mut();
     if !not_modified {
