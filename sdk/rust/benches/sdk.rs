@@ -5,8 +5,10 @@
 //!
 //! - ns per evaluation of three flags of the peer benchmark's 200-flag set
 //!   (../shared/anchors/gen_features.py, translated as in the core's
-//!   evaluation benchmark), through `FlagSet::bool_details` and through
-//!   `Client::bool_value` (best of 5 runs of 2,000,000 evaluations each);
+//!   evaluation benchmark), through `FlagSet::bool_details`, through
+//!   `FlagSet::bool_details` plus `UsageShard::record` (the counting the
+//!   client does), and through `Client::bool_value` (best of 5 runs of
+//!   2,000,000 evaluations each);
 //! - evaluations per second with 1, 2, 4 and 8 threads sharing one client;
 //! - the resident memory (before, after, peak) of a fresh process whose
 //!   client loads a 10,000-flag snapshot (each flag with one targeting
@@ -90,12 +92,25 @@ async fn main() {
         })
         .collect();
 
-    println!("ns per evaluation (best of 5 x {N}), core FlagSet vs SDK Client:");
+    let counters = pulseplane_core::usage::UsageCounters::new(&set);
+    let shard = counters.shard();
+    println!(
+        "ns per evaluation (best of 5 x {N}), core FlagSet, core plus usage counting, SDK Client:"
+    );
     for key in ["anchor.bool-on", "anchor.rollout-50", "anchor.constrained"] {
         let core = best_of(|| {
             let t = Instant::now();
             for i in 0..N {
                 black_box(set.bool_details(key, &contexts[i & 1023], false).value);
+            }
+            t.elapsed()
+        });
+        let counted = best_of(|| {
+            let t = Instant::now();
+            for i in 0..N {
+                let d = set.bool_details(key, &contexts[i & 1023], false);
+                shard.record(&d);
+                black_box(d.value);
             }
             t.elapsed()
         });
@@ -108,10 +123,12 @@ async fn main() {
         });
         let ns = |d: Duration| d.as_nanos() as f64 / N as f64;
         println!(
-            "  {key:<20} core {:6.1} ns  sdk {:6.1} ns  sdk/core {:.2}",
+            "  {key:<20} core {:6.1} ns  core+usage {:6.1} ns  sdk {:6.1} ns  sdk/core {:.2}  sdk/(core+usage) {:.2}",
             ns(core),
+            ns(counted),
             ns(sdk),
-            ns(sdk) / ns(core)
+            ns(sdk) / ns(core),
+            ns(sdk) / ns(counted)
         );
     }
 
