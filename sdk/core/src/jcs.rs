@@ -90,6 +90,22 @@ pub fn hex(hash: &[u8]) -> String {
     out
 }
 
+/// Reads lowercase hex (exactly two digits per byte of `out`) into `out`.
+pub fn unhex(text: &str, out: &mut [u8]) -> Option<()> {
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    if text.len() != out.len() * 2 {
+        return None;
+    }
+    for (o, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
+        *o = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(())
+}
+
 /// SHA-256 (lowercase hex) of the canonical form of the JSON text `text`,
 /// leaving out the top-level object's member `skip` (if any), without
 /// building a tree: each level is read as borrowed raw slices and

@@ -64,8 +64,12 @@ pub enum SnapshotError {
 
 /// SHA-256 (lowercase hex) of the canonical JSON of `value`.
 pub fn canonical_sha256(value: &Value) -> String {
-    let text = to_canonical_string(value);
-    hex(&Sha256::digest(text.as_bytes()))
+    hex(&canonical_sha256_bytes(value))
+}
+
+/// [`canonical_sha256`] as bytes.
+pub fn canonical_sha256_bytes(value: &Value) -> [u8; 32] {
+    Sha256::digest(to_canonical_string(value).as_bytes()).into()
 }
 
 fn digest_of(mut value: Value) -> String {

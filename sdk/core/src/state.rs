@@ -7,19 +7,18 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::access::AccessState;
 use crate::audit::AuditLog;
 use crate::command::{Command, CommandEnvelope, CommandError, Outcome};
 use crate::compile::{FlagSet, check_prerequisite_graph, validate_flag, validate_segment};
 use crate::issue::{Issue, ValidationError};
-use crate::jcs::{hex, to_canonical_string};
+use crate::jcs::{hex, unhex};
 use crate::limits::{
     MAX_FLAGS, MAX_MESSAGE_LEN, MAX_NAME_LEN, MAX_SEGMENTS, MAX_TOKEN_LEN, check_key,
 };
 use crate::model::{Environment, Flag, Operator, Segment};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, canonical_sha256_bytes};
 
 /// How long a command's idempotency key is remembered, by command time,
 /// unless the settings say otherwise.
@@ -220,7 +219,7 @@ struct CommandDigest([u8; 32]);
 impl CommandDigest {
     fn of(command: &Command) -> CommandDigest {
         let value = serde_json::to_value(command).unwrap_or_default();
-        CommandDigest(Sha256::digest(to_canonical_string(&value).as_bytes()).into())
+        CommandDigest(canonical_sha256_bytes(&value))
     }
 }
 
@@ -233,30 +232,13 @@ impl Serialize for CommandDigest {
 impl<'de> Deserialize<'de> for CommandDigest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        let nibble = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
         let mut out = [0u8; 32];
-        let bytes = text.as_bytes();
-        if bytes.len() != 64 {
-            return Err(serde::de::Error::invalid_length(
-                bytes.len(),
-                &"64 hex digits",
-            ));
-        }
-        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-            match (nibble(pair[0]), nibble(pair[1])) {
-                (Some(h), Some(l)) => *o = h << 4 | l,
-                _ => {
-                    return Err(serde::de::Error::invalid_value(
-                        serde::de::Unexpected::Str(&text),
-                        &"lowercase hex",
-                    ));
-                }
-            }
-        }
+        unhex(&text, &mut out).ok_or_else(|| {
+            serde::de::Error::invalid_value(
+                serde::de::Unexpected::Str(&text),
+                &"64 lowercase hex digits",
+            )
+        })?;
         Ok(CommandDigest(out))
     }
 }
