@@ -524,10 +524,17 @@ pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>
         );
         return None;
     }
-    // Normalize a copy so callers may pass operator input as written.
-    let mut flag = flag.clone();
-    flag.normalize();
-    let flag = &flag;
+    // Normalize a copy so callers may pass operator input as written; a
+    // flag normalizing would not change is used as it is.
+    let normalized;
+    let flag = if flag.is_normalized() {
+        flag
+    } else {
+        let mut copy = flag.clone();
+        copy.normalize();
+        normalized = copy;
+        &normalized
+    };
 
     match (flag.kind, flag.value_type) {
         (FlagKind::Config, None) => issues.push("/type", "required for config flags"),
