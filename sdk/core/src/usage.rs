@@ -51,6 +51,8 @@ struct Pages {
 struct Drained {
     pages: Arc<Pages>,
     reported: Vec<Option<Box<[u64]>>>,
+    /// Its handle was gone when the drain began: read for the last time.
+    orphan: bool,
 }
 
 /// A thread's handle for counting into [`UsageCounters`]. It can move to
@@ -105,6 +107,7 @@ impl UsageCounters {
         self.lock().push(Drained {
             pages: pages.clone(),
             reported: Vec::new(),
+            orphan: false,
         });
         UsageShard {
             layout: self.layout.clone(),
@@ -118,10 +121,19 @@ impl UsageCounters {
     }
 
     /// What every shard counted since the last drain, named from `set`,
-    /// which must be the set these counters were made for.
+    /// which must be the set these counters were made for. A shard whose
+    /// handle was dropped (its thread ended) is forgotten once drained.
     pub fn drain(&self, set: &FlagSet) -> UsageReport {
         let mut totals = vec![0u64; self.layout.slots as usize];
-        for shard in self.lock().iter_mut() {
+        let mut shards = self.lock();
+        for shard in shards.iter_mut() {
+            // A shard whose handle is already gone is read for the last
+            // time: no more counts can come. (The handle's drop released
+            // its writes; the fence acquires them.)
+            shard.orphan = Arc::strong_count(&shard.pages) == 1;
+            if shard.orphan {
+                std::sync::atomic::fence(Ordering::Acquire);
+            }
             shard.reported.resize_with(shard.pages.pages.len(), || None);
             for (p, (page, seen)) in shard
                 .pages
@@ -141,6 +153,8 @@ impl UsageCounters {
                 }
             }
         }
+        shards.retain(|shard| !shard.orphan);
+        drop(shards);
         let mut report = UsageReport {
             unknown: totals.last().copied().unwrap_or(0),
             ..UsageReport::default()
@@ -239,15 +253,25 @@ mod tests {
                 });
             }
         });
+        assert_eq!(counters.lock().len(), 3);
         let report = counters.drain(&set);
+        // The threads' handles are gone: their shards are forgotten.
+        assert_eq!(counters.lock().len(), 0);
         assert_eq!(report.unknown, 3000);
         assert_eq!(report.flags["f000"]["off"], 3000);
         assert_eq!(report.flags["f650"]["off"], 3000);
         assert_eq!(report.flags.len(), 2);
         assert_eq!(counters.drain(&set), UsageReport::default());
+        let kept = counters.shard();
+        kept.record(&set.bool_details("f002", &ctx, true));
         let shard = counters.shard();
         shard.record(&set.bool_details("f001", &ctx, true));
         drop(shard);
-        assert_eq!(counters.drain(&set).flags["f001"]["off"], 1);
+        let report = counters.drain(&set);
+        assert_eq!(report.flags["f001"]["off"], 1);
+        assert_eq!(report.flags["f002"]["off"], 1);
+        assert_eq!(counters.lock().len(), 1, "the live shard stays");
+        kept.record(&set.bool_details("f002", &ctx, true));
+        assert_eq!(counters.drain(&set).flags["f002"]["off"], 1);
     }
 }
