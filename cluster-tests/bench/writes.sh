@@ -8,7 +8,11 @@
 #   cluster-tests/bench/writes.sh            # release build, ~3 minutes
 #
 # Settings (environment): DURATION (10s), CONNS ("1 16 64"), KEYSPACE (2000),
-# BASE_PORT (27400), SKIP_ETCD (0), THREADS (2).
+# BASE_PORT (27400), SKIP_ETCD (0), THREADS (2), VARY (0). Each request body
+# is fixed per key, so from the second pass over the keys an upsert sends
+# the content the draft already has: still a replicated, synced, audited
+# command, but one that writes no new revision. VARY=1 puts a counter in
+# every body instead, so that every write changes its flag.
 # Output: text, then one line `BENCH_JSON {...}`.
 set -euo pipefail
 
@@ -59,18 +63,26 @@ local token = os.getenv("TOKEN")
 local nthreads = tonumber(os.getenv("WRK_THREADS") or "1")
 local tcount = 0
 function setup(thread) thread:set("tid", tcount); tcount = tcount + 1 end
+local vary = os.getenv("VARY") == "1"
+local shape = '{"kind":"boolean","description":"benchmark flag %s","rules":[{"clauses":[{"attribute":"country","operator":"in","values":["NL","DE"]}],"serve":{"variant":"on"}}]}'
 function init(args)
-  reqs = {}
-  local hdr = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token }
+  reqs, paths = {}, {}
+  hdr = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token }
   local pool = math.min(2000, keyspace)
   for i = 0, pool - 1 do
     local n = (i * nthreads + (tid or 0)) % keyspace
-    local body = string.format('{"kind":"boolean","description":"benchmark flag %d","rules":[{"clauses":[{"attribute":"country","operator":"in","values":["NL","DE"]}],"serve":{"variant":"on"}}]}', n)
-    reqs[#reqs + 1] = wrk.format("PUT", "/v1/environments/bench/flags/flag-" .. n, hdr, body)
+    paths[#paths + 1] = "/v1/environments/bench/flags/flag-" .. n
+    reqs[#reqs + 1] = wrk.format("PUT", paths[#paths], hdr, string.format(shape, tostring(n)))
   end
-  idx = 0
+  idx, changes = 0, 0
 end
-function request() idx = idx % #reqs + 1; return reqs[idx] end
+function request()
+  idx = idx % #reqs + 1
+  if not vary then return reqs[idx] end
+  -- Every write changes the flag: its description carries a counter.
+  changes = changes + 1
+  return wrk.format("PUT", paths[idx], hdr, string.format(shape, (tid or 0) .. "-" .. changes))
+end
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('WRKJSON {"requests":%d,"duration_s":%.3f,"rps":%.1f,"p50_ms":%.3f,"p99_ms":%.3f,"max_ms":%.3f,"err_status":%d,"err_socket":%d}\n',
@@ -80,7 +92,11 @@ function done(summary, latency, requests)
 end
 LUAEOF
 BODY_BYTES=$(awk 'BEGIN{print length("{\"kind\":\"boolean\",\"description\":\"benchmark flag 1234\",\"rules\":[{\"clauses\":[{\"attribute\":\"country\",\"operator\":\"in\",\"values\":[\"NL\",\"DE\"]}],\"serve\":{\"variant\":\"on\"}}]}")}')
-echo "   request body: $BODY_BYTES bytes, keyspace $KEYSPACE flags"
+if [ "${VARY:-0}" = 1 ]; then
+  echo "   request body: about $BODY_BYTES bytes, keyspace $KEYSPACE flags, every write changes its flag (VARY=1)"
+else
+  echo "   request body: $BODY_BYTES bytes, keyspace $KEYSPACE flags (the same body per key on every pass)"
+fi
 
 CLK=$(getconf CLK_TCK)
 cpu_ticks() { local t=0 p; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
@@ -88,7 +104,7 @@ RESULTS="[]"
 for c in "${CONN_LIST[@]}"; do
   t=$THREADS; [ "$c" -lt "$t" ] && t=$c
   c0=$(cpu_ticks)
-  out=$(KEYSPACE=$KEYSPACE TOKEN=$TOKEN WRK_THREADS=$t wrk -t"$t" -c"$c" -d"$DURATION" --timeout 5s --latency -s "$LUA" "http://127.0.0.1:$LPORT" 2>&1)
+  out=$(KEYSPACE=$KEYSPACE TOKEN=$TOKEN WRK_THREADS=$t VARY=${VARY:-0} wrk -t"$t" -c"$c" -d"$DURATION" --timeout 5s --latency -s "$LUA" "http://127.0.0.1:$LPORT" 2>&1)
   c1=$(cpu_ticks)
   line=$(echo "$out" | sed -n 's/^WRKJSON //p')
   [ -n "$line" ] || { echo "$out" >&2; exit 1; }

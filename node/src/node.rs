@@ -588,14 +588,11 @@ async fn trim_memory(node: Arc<Node>, cancel: CancellationToken) {
 }
 
 /// Makes glibc's allocator use two arenas for all threads, unless the
-/// environment chose (`MALLOC_ARENA_MAX` or `GLIBC_TUNABLES`). With its
-/// default of eight per core, the state, which the apply thread, the
-/// request workers and the snapshot builders all allocate and free, spreads
-/// over many arenas whose partly used pages cannot be handed back; a node
-/// with a large state stays about 30 MiB smaller with few arenas. With a
-/// single one, some write benchmark runs saw their p99 jump past 100 ms,
-/// likely while a snapshot build held the arena's lock
-/// (docs/benchmarks.md). Call before any thread starts.
+/// environment chose (`MALLOC_ARENA_MAX` or `GLIBC_TUNABLES`). The node's
+/// own memory comes from jemalloc, but RocksDB's C++ side allocates from
+/// glibc on its flush, compaction and writer threads; with glibc's default
+/// of eight arenas per core those spread over many arenas whose partly used
+/// pages cannot be handed back. Call before any thread starts.
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none()
@@ -609,8 +606,25 @@ pub fn limit_malloc_arenas() {
     }
 }
 
-/// Hands the allocator's free pages back to the system (glibc only).
+/// Hands the allocators' free pages back to the system: jemalloc's (the
+/// node binary's allocator) and glibc's (which RocksDB's C++ side uses).
 pub(crate) fn release_freed_memory() {
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    // SAFETY: `arena.<all>.purge` takes no value and returns none; it only
+    // returns unused dirty pages of every arena to the system. Its result
+    // is ignored: a failed purge leaves the pages to the decay timer.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            c"arena.4096.purge".as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free heap pages to the system; it
     // touches no memory in use and has no preconditions.

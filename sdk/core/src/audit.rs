@@ -278,6 +278,14 @@ fn content_of<T: Serialize>(item: &T, drop: &[&str]) -> Value {
     v
 }
 
+/// The target's content after a command.
+pub(crate) enum After {
+    /// As it was before (a refusal, a replay, or a write that changed
+    /// nothing).
+    Same,
+    Now(Option<Value>),
+}
+
 /// Replaces long values in a change by their digest.
 fn compact(mut change: Change) -> Change {
     let shorten = |v: &mut Option<Value>| {
@@ -387,9 +395,13 @@ impl State {
         cmd: &CommandEnvelope,
         target: String,
         before: Option<Value>,
-        after: Option<Value>,
+        after: After,
         result: &Result<Outcome, CommandError>,
     ) {
+        let after = match &after {
+            After::Same => before.as_ref(),
+            After::Now(v) => v.as_ref(),
+        };
         let outcome = match result {
             Ok(o) if o.replayed => "replayed".to_owned(),
             Ok(_) => "ok".to_owned(),
@@ -397,7 +409,8 @@ impl State {
         };
         let env = cmd.command.env();
         let env_version = self.environments.get(env).map(|e| e.version());
-        let mut changes = match (&before, &after) {
+        let mut changes = match (&before, after) {
+            (Some(b), Some(a)) if std::ptr::eq(b, a) => Vec::new(),
             (Some(b), Some(a)) => diff(b, a),
             (None, Some(a)) => diff(&Value::Null, a),
             (Some(b), None) => diff(b, &Value::Null),
@@ -422,9 +435,9 @@ impl State {
             env: clip(env),
             target: clip(&target),
             request_id: clip(&context.request_id),
-            after: match (&before, &after, &before_digest) {
-                (Some(b), Some(a), Some(d)) if a == b => Some(d.clone()),
-                _ => after.as_ref().map(canonical_sha256),
+            after: match (&before, after, &before_digest) {
+                (Some(b), Some(a), Some(d)) if std::ptr::eq(a, b) || a == b => Some(d.clone()),
+                _ => after.map(canonical_sha256),
             },
             before: before_digest,
             diff: changes,

@@ -289,6 +289,36 @@ impl Flag {
             ..self.clone()
         }
     }
+
+    /// Whether the two flags' contents are equal: `self.content() ==
+    /// other.content()`, without the copies.
+    pub fn same_content(&self, other: &Flag) -> bool {
+        // Every field is named, so a new one is not forgotten here.
+        let Flag {
+            key,
+            description,
+            kind,
+            value_type,
+            variants,
+            enabled,
+            off_variant,
+            prerequisites,
+            rules,
+            default,
+            version: _,
+            killed: _,
+        } = self;
+        *key == other.key
+            && *description == other.description
+            && *kind == other.kind
+            && *value_type == other.value_type
+            && *variants == other.variants
+            && *enabled == other.enabled
+            && *off_variant == other.off_variant
+            && *prerequisites == other.prerequisites
+            && *rules == other.rules
+            && *default == other.default
+    }
 }
 
 impl Segment {
@@ -298,6 +328,24 @@ impl Segment {
             version: 0,
             ..self.clone()
         }
+    }
+
+    /// Whether the two segments' contents are equal: `self.content() ==
+    /// other.content()`, without the copies.
+    pub fn same_content(&self, other: &Segment) -> bool {
+        let Segment {
+            key,
+            description,
+            included,
+            excluded,
+            clauses,
+            version: _,
+        } = self;
+        *key == other.key
+            && *description == other.description
+            && *included == other.included
+            && *excluded == other.excluded
+            && *clauses == other.clauses
     }
 }
 

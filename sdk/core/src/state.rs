@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::access::AccessState;
-use crate::audit::AuditLog;
+use crate::audit::{After, AuditLog};
 use crate::command::{Command, CommandEnvelope, CommandError, Outcome};
 use crate::compile::{FlagSet, check_prerequisite_graph, validate_flag, validate_segment};
 use crate::issue::{Issue, ValidationError};
@@ -488,13 +488,39 @@ impl State {
     /// Every command, applied or refused, gets an audit entry.
     pub fn apply(&mut self, cmd: &CommandEnvelope) -> Result<Outcome, CommandError> {
         let (target, before) = self.audit_view(&cmd.command);
+        let draft_revision = self.draft_revision(&cmd.command);
         let result = self.apply_once(cmd);
         let after = match &result {
-            Ok(o) if !o.replayed => self.audit_view(&cmd.command).1,
-            _ => before.clone(),
+            // A draft write whose content equals the draft keeps its
+            // revision: the target is as it was.
+            Ok(o) if o.replayed || (draft_revision.is_some() && o.revision == draft_revision) => {
+                After::Same
+            }
+            Ok(_) => After::Now(self.audit_view(&cmd.command).1),
+            Err(_) => After::Same,
         };
         self.record_audit(cmd, target, before, after, &result);
         result
+    }
+
+    /// The revision of the draft a flag or segment write targets, if it
+    /// exists.
+    fn draft_revision(&self, command: &Command) -> Option<u64> {
+        match command {
+            Command::UpsertFlag { env, flag, .. } => self
+                .environments
+                .get(env)?
+                .draft_flags
+                .get(&flag.key)
+                .map(|d| d.item.version),
+            Command::UpsertSegment { env, segment, .. } => self
+                .environments
+                .get(env)?
+                .draft_segments
+                .get(&segment.key)
+                .map(|d| d.item.version),
+            _ => None,
+        }
     }
 
     fn apply_once(&mut self, cmd: &CommandEnvelope) -> Result<Outcome, CommandError> {
@@ -1512,8 +1538,8 @@ trait DraftItem: Clone + PartialEq {
     fn key(&self) -> &str;
     fn revision(&self) -> u64;
     fn set_revision(&mut self, rev: u64);
-    /// The item without the fields the control plane sets.
-    fn content(&self) -> Self;
+    /// Whether the two are equal but for the fields the control plane sets.
+    fn same_content(&self, other: &Self) -> bool;
 }
 
 impl DraftItem for Flag {
@@ -1526,8 +1552,8 @@ impl DraftItem for Flag {
     fn set_revision(&mut self, rev: u64) {
         self.version = rev;
     }
-    fn content(&self) -> Self {
-        Flag::content(self)
+    fn same_content(&self, other: &Self) -> bool {
+        Flag::same_content(self, other)
     }
 }
 
@@ -1541,8 +1567,8 @@ impl DraftItem for Segment {
     fn set_revision(&mut self, rev: u64) {
         self.version = rev;
     }
-    fn content(&self) -> Self {
-        Segment::content(self)
+    fn same_content(&self, other: &Self) -> bool {
+        Segment::same_content(self, other)
     }
 }
 
@@ -1563,7 +1589,7 @@ fn precheck<T: DraftItem>(
         existing.map_or(0, |d| d.item.revision()),
     )?;
     match existing {
-        Some(d) if d.item.content() == *item => Ok(Some(d.item.revision())),
+        Some(d) if d.item.same_content(item) => Ok(Some(d.item.revision())),
         Some(_) => Ok(None),
         None if drafts.len() >= limit => Err(invalid(
             "/key",

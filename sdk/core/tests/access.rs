@@ -7,7 +7,7 @@ use pulseplane_core::audit::AuditContext;
 use pulseplane_core::command::{Command, CommandEnvelope, CommandError};
 use pulseplane_core::diff::ChangeOp;
 use pulseplane_core::state::SettingsChange;
-use pulseplane_core::{Flag, Outcome, State};
+use pulseplane_core::{Flag, Outcome, Segment, State};
 use serde_json::json;
 
 const T0: i64 = 1_795_000_000_000;
@@ -215,6 +215,90 @@ fn sdk_keys_are_created_revoked_and_go_with_their_environment() {
         force: true,
     });
     assert!(h.state.access.sdk_keys.is_empty());
+}
+
+#[test]
+fn an_upsert_that_changes_nothing_is_audited_with_equal_digests() {
+    let mut h = Harness::new();
+    let flag: Flag = serde_json::from_value(json!({
+        "key": "checkout", "kind": "boolean", "description": "one",
+        "rules": [{"clauses": [{"attribute": "country", "operator": "in", "values": ["NL"]}],
+                   "serve": {"variant": "on"}}]
+    }))
+    .unwrap();
+    let put = |h: &mut Harness, flag: &Flag| {
+        h.ok(Command::UpsertFlag {
+            env: "prod".into(),
+            flag: flag.clone(),
+            expected_revision: None,
+        })
+    };
+    let first = put(&mut h, &flag);
+    // The same content again, with fields the control plane sets filled in
+    // differently: nothing is written.
+    let mut again = flag.clone();
+    again.version = 7;
+    let same = put(&mut h, &again);
+    assert_eq!(same.revision, first.revision);
+    assert!(!same.created);
+    let mut changed = flag.clone();
+    changed.rules[0].clauses[0].values.push(json!("DE"));
+    let edit = put(&mut h, &changed);
+    assert_ne!(edit.revision, first.revision);
+
+    let entries: Vec<_> = h.state.audit.entries().collect();
+    let (created, unchanged, edited) = (&entries[1], &entries[2], &entries[3]);
+    assert_eq!(unchanged.outcome, "ok");
+    assert_eq!(unchanged.before, created.after);
+    assert_eq!(unchanged.after, unchanged.before);
+    assert!(unchanged.diff.is_empty());
+    assert_eq!(edited.before, unchanged.after);
+    assert_ne!(edited.after, edited.before);
+    let paths: Vec<&str> = edited.diff.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, ["/rules/0/clauses/0/values/1"]);
+}
+
+#[test]
+fn same_content_ignores_only_the_fields_the_control_plane_sets() {
+    let flag: Flag = serde_json::from_value(json!({
+        "key": "a", "kind": "boolean",
+        "rules": [{"clauses": [{"attribute": "plan", "operator": "in", "values": ["pro"]}],
+                   "serve": {"variant": "on"}}]
+    }))
+    .unwrap();
+    let mut other = flag.clone();
+    other.version = 3;
+    other.killed = true;
+    assert!(flag.same_content(&other));
+    assert_eq!(flag.content() == other.content(), flag.same_content(&other));
+    for edit in [
+        (|f: &mut Flag| f.key = "b".into()) as fn(&mut Flag),
+        |f| f.description = "d".into(),
+        |f| f.enabled = false,
+        |f| f.off_variant = Some("on".into()),
+        |f| {
+            f.prerequisites.push(pulseplane_core::model::Prerequisite {
+                flag: "b".into(),
+                variant: "on".into(),
+            })
+        },
+        |f| f.rules.clear(),
+        |f| f.default = Some(f.rules[0].serve.clone()),
+    ] {
+        let mut changed = flag.clone();
+        edit(&mut changed);
+        assert!(!flag.same_content(&changed), "{changed:?}");
+        assert_eq!(
+            flag.content() == changed.content(),
+            flag.same_content(&changed)
+        );
+    }
+    let segment: Segment = serde_json::from_value(json!({"key": "s", "included": ["u1"]})).unwrap();
+    let mut other = segment.clone();
+    other.version = 9;
+    assert!(segment.same_content(&other));
+    other.excluded.push("u2".into());
+    assert!(!segment.same_content(&other));
 }
 
 #[test]
