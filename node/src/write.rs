@@ -253,8 +253,10 @@ async fn batcher(
                 Err(_) => break,
             }
         }
+        let (commands, waiting): (Vec<CommandEnvelope>, Vec<_>) =
+            batch.into_iter().map(|p| (p.command, p.respond_to)).unzip();
         let proposal = Proposal {
-            commands: batch.iter().map(|p| p.command.clone()).collect(),
+            commands: commands.into(),
         };
         let receiver = raft.client_write_ff(proposal).await;
         tokio::spawn(async move {
@@ -276,17 +278,17 @@ async fn batcher(
                 Ok(resp) => {
                     let log_index = resp.log_id.index;
                     let mut results = resp.data.results.into_iter();
-                    for p in batch {
+                    for respond_to in waiting {
                         let result = results
                             .next()
                             .ok_or(WriteError::NoLeader)
                             .map(|result| Committed { log_index, result });
-                        let _ = p.respond_to.send(result);
+                        let _ = respond_to.send(result);
                     }
                 }
                 Err(e) => {
-                    for p in batch {
-                        let _ = p.respond_to.send(Err(e.clone()));
+                    for respond_to in waiting {
+                        let _ = respond_to.send(Err(e.clone()));
                     }
                 }
             }

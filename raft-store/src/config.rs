@@ -3,6 +3,7 @@
 //! holds one result per command.
 
 use std::io::Cursor;
+use std::sync::Arc;
 
 use pulseplane_core::{CommandEnvelope, CommandError, Outcome};
 use serde::{Deserialize, Serialize};
@@ -11,17 +12,20 @@ use serde::{Deserialize, Serialize};
 pub type NodeId = u64;
 
 /// The payload of one normal log entry: commands applied in order. Batching
-/// concurrent writes into one entry amortises the log fsync.
+/// concurrent writes into one entry amortises the log fsync. The commands
+/// are shared, so copies of an entry (the log store's, replication's,
+/// apply's) cost no more than a reference count; serialized, they are a
+/// plain list.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
-    pub commands: Vec<CommandEnvelope>,
+    pub commands: Arc<[CommandEnvelope]>,
 }
 
 impl Proposal {
     /// A proposal of one command.
     pub fn one(command: CommandEnvelope) -> Proposal {
         Proposal {
-            commands: vec![command],
+            commands: Arc::from([command]),
         }
     }
 }

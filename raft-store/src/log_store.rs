@@ -7,7 +7,14 @@
 //! WAL once for every callback queued meanwhile and only then fires them,
 //! in order. So the Raft core never waits on an fsync, and one fsync covers
 //! every append that arrived while the previous one ran.
+//!
+//! The latest entries are also kept in memory, as appended ([`Recent`]):
+//! Raft reads each entry back soon after its append (the leader once per
+//! follower to replicate it, every node once to apply it), and those reads
+//! take a copy that shares the entry's commands instead of reading and
+//! decoding it from the database.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -36,6 +43,94 @@ pub struct LogStore {
     db: Arc<DB>,
     syncer: Arc<Syncer>,
     metrics: Arc<LogMetrics>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// At most this many of the latest entries are kept in memory. Raft reads
+/// an entry back within a few appends (at most two of the node's own writes
+/// are in flight at once); a follower that lags further is sent entries
+/// from the database.
+const RECENT_ENTRIES: usize = 128;
+/// And at most about this many bytes of them (by their encoded size).
+const RECENT_BYTES: usize = 1024 * 1024;
+
+/// The latest appended entries, consecutive by index, with their encoded
+/// sizes: a suffix of the log in the database, kept so by `append`,
+/// `truncate` and `purge`. Empty after opening; it fills as entries are
+/// appended.
+#[derive(Default)]
+struct Recent {
+    entries: VecDeque<(Entry<TypeConfig>, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry<TypeConfig>, size: usize) {
+        let follows = match self.entries.back() {
+            Some((last, _)) => last.log_id.index.checked_add(1) == Some(entry.log_id.index),
+            None => true,
+        };
+        if !follows {
+            // Not the next index (it cannot be, as the log only grows by
+            // appends): start again rather than keep a gap.
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        self.bytes += size;
+        self.entries.push_back((entry, size));
+        while self.entries.len() > RECENT_ENTRIES
+            || (self.bytes > RECENT_BYTES && self.entries.len() > 1)
+        {
+            if let Some((_, size)) = self.entries.pop_front() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Forgets the entries from `index` on.
+    fn truncate(&mut self, index: u64) {
+        while let Some((last, size)) = self.entries.back() {
+            if last.log_id.index < index {
+                break;
+            }
+            self.bytes -= *size;
+            self.entries.pop_back();
+        }
+    }
+
+    /// Forgets the entries up to `index`.
+    fn purge(&mut self, index: u64) {
+        while let Some((first, size)) = self.entries.front() {
+            if first.log_id.index > index {
+                break;
+            }
+            self.bytes -= *size;
+            self.entries.pop_front();
+        }
+    }
+
+    /// The entries in `range`, when they start at or after the first one
+    /// kept (so none before it is missed); `None` otherwise.
+    fn get<RB: RangeBounds<u64>>(&self, start: u64, range: &RB) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = self.first_index()?;
+        if start < first {
+            return None;
+        }
+        let skip = usize::try_from(start - first).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .map(|(e, _)| e)
+                .take_while(|e| range.contains(&e.log_id.index))
+                .cloned()
+                .collect(),
+        )
+    }
 }
 
 /// The handle of the WAL syncer thread. Dropping the last handle closes the
@@ -136,6 +231,7 @@ impl LogStore {
             db,
             syncer,
             metrics,
+            recent: Arc::new(Mutex::new(Recent::default())),
         }
     }
 
@@ -189,6 +285,10 @@ impl LogStore {
         }
     }
 
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Writes `batch` to the WAL and syncs it.
     fn write_synced(&self, batch: WriteBatch) -> Result<(), rocksdb::Error> {
         self.db.write_opt(batch, &synced())
@@ -205,6 +305,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        if let Some(entries) = self.recent().get(start, &range) {
+            return Ok(entries);
+        }
         let cf = self
             .db
             .cf_handle(CF_LOGS)
@@ -287,13 +390,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .cf_handle(CF_LOGS)
             .ok_or_else(|| io_write(missing_cf(CF_LOGS)))?;
         let mut batch = WriteBatch::default();
+        let mut appended = Vec::new();
         for entry in entries {
             let bytes = encode_entry(&entry).map_err(|e| io_write(&e))?;
-            batch.put_cf(&cf, index_key(entry.log_id.index), bytes);
+            batch.put_cf(&cf, index_key(entry.log_id.index), &bytes);
+            appended.push((entry, bytes.len()));
         }
         // Written (and readable) now; the callback fires only once the WAL
-        // holding it is synced.
+        // holding it is synced. Raft reads an entry only after its append
+        // returned, so the entries are in memory by then.
         self.db.write(batch).map_err(|e| io_write(&e))?;
+        {
+            let mut recent = self.recent();
+            for (entry, size) in appended {
+                recent.push(entry, size);
+            }
+        }
         match self.syncer.after_sync(callback, called) {
             Ok(()) => Ok(()),
             Err(callback) => {
@@ -313,6 +425,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(&cf, index_key(log_id.index), index_key(u64::MAX));
         batch.delete_cf(&cf, index_key(u64::MAX));
+        self.recent().truncate(log_id.index);
         self.write_synced(batch).map_err(|e| io_write(&e))
     }
 
@@ -327,6 +440,68 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .ok_or_else(|| io_write(missing_cf(CF_LOGS)))?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(&cf, index_key(0), index_key(log_id.index.saturating_add(1)));
+        self.recent().purge(log_id.index);
         self.write_synced(batch).map_err(|e| io_write(&e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn indexes(entries: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<u64>> {
+        entries.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_entries_follow_appends_truncations_and_purges() {
+        let mut r = Recent::default();
+        assert_eq!(indexes(r.get(0, &(0..))), None);
+        for i in 5..=9 {
+            r.push(entry(i), 10);
+        }
+        assert_eq!(indexes(r.get(5, &(5..))), Some(vec![5, 6, 7, 8, 9]));
+        assert_eq!(indexes(r.get(7, &(7..9))), Some(vec![7, 8]));
+        assert_eq!(indexes(r.get(9, &(9..=20))), Some(vec![9]));
+        assert_eq!(indexes(r.get(12, &(12..))), Some(vec![]));
+        // Before the first entry kept: the database must answer.
+        assert_eq!(indexes(r.get(4, &(4..))), None);
+
+        r.truncate(8);
+        assert_eq!(indexes(r.get(5, &(5..))), Some(vec![5, 6, 7]));
+        r.push(entry(8), 10);
+        r.purge(6);
+        assert_eq!(indexes(r.get(7, &(7..))), Some(vec![7, 8]));
+        assert_eq!(indexes(r.get(6, &(6..))), None);
+        assert_eq!(r.bytes, 20);
+
+        // An entry that does not follow starts the list again.
+        r.push(entry(20), 10);
+        assert_eq!(indexes(r.get(20, &(20..))), Some(vec![20]));
+        assert_eq!(indexes(r.get(8, &(8..))), None);
+        assert_eq!(r.bytes, 10);
+    }
+
+    #[test]
+    fn recent_entries_are_bounded_by_count_and_bytes() {
+        let mut r = Recent::default();
+        for i in 1..=(RECENT_ENTRIES as u64 + 10) {
+            r.push(entry(i), 1);
+        }
+        assert_eq!(r.entries.len(), RECENT_ENTRIES);
+        assert_eq!(r.first_index(), Some(11));
+        r.push(entry(RECENT_ENTRIES as u64 + 11), RECENT_BYTES);
+        // The newest is kept even when it alone is over the byte bound.
+        assert_eq!(r.entries.len(), 1);
+        assert_eq!(r.bytes, RECENT_BYTES);
     }
 }

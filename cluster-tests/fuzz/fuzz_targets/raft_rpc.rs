@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(req) = rmp_serde::from_slice::<AppendEntriesRequest<TypeConfig>>(body) {
                 for entry in &req.entries {
                     if let EntryPayload::Normal(p) = &entry.payload {
-                        for cmd in &p.commands {
+                        for cmd in p.commands.iter() {
                             let _ = state.apply(cmd);
                         }
                     }
