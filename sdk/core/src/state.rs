@@ -1,9 +1,11 @@
 //! The replicated state and its pure transitions.
 //!
 //! [`State::apply`] is deterministic: the same command sequence gives a
-//! byte-identical [`State::digest`] on every replica. All maps are ordered.
+//! byte-identical [`State::digest`] on every replica. Every map that is
+//! iterated is ordered; the one hashed map (the idempotency log's keys) is
+//! only looked up, and serialized in key order.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -167,10 +169,26 @@ impl Default for Settings {
 /// Recent commands by idempotency key, oldest first. Every applied write
 /// of the last day is here on every node, so it is kept small: each key is
 /// one shared string, and each outcome its JSON text.
+///
+/// Every command looks its key up and most add one, among up to
+/// [`IDEMPOTENCY_MAX_KEYS`], so the keys are hashed rather than ordered.
+/// Nothing iterates the map but serialization, which writes the keys in
+/// order, as an ordered map would.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IdempotencyLog {
-    entries: BTreeMap<Arc<str>, Recorded>,
+    #[serde(serialize_with = "in_key_order")]
+    entries: HashMap<Arc<str>, Recorded, ahash::RandomState>,
     order: VecDeque<Arc<str>>,
+}
+
+/// Serializes a hashed map as a map in key order.
+fn in_key_order<S: serde::Serializer, V: Serialize>(
+    map: &HashMap<Arc<str>, V, ahash::RandomState>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut members: Vec<(&Arc<str>, &V)> = map.iter().collect();
+    members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    s.collect_map(members)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
