@@ -3,8 +3,8 @@
 //! Invariant: three nodes started with the same `--initial-cluster` form one
 //! cluster with exactly one leader and three voters; every node is ready,
 //! serves the admin API, refuses requests without the admin token (401) and
-//! peer requests without the cluster secret (401), and exits cleanly (0) on
-//! SIGTERM.
+//! peer requests without the cluster secret (401), runs its allocator with
+//! the node's own settings, and exits cleanly (0) on SIGTERM.
 
 use std::time::Duration;
 
@@ -55,6 +55,26 @@ async fn three_nodes_form_one_cluster() {
         c.log_tail(leader, 50)
             .contains("without a valid cluster secret")
     );
+
+    // The node's jemalloc settings are in force: they start its background
+    // thread, which jemalloc's defaults do not.
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        let pid = c.nodes[&leader].pid().unwrap();
+        let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .map(|n| n.trim().to_owned())
+            .collect();
+        assert!(
+            threads.iter().any(|n| n.starts_with("jemalloc_bg")),
+            "{threads:?}"
+        );
+    }
 
     // SIGTERM: a clean exit.
     let follower = (1..=3).find(|id| *id != leader).unwrap();

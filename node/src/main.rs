@@ -9,9 +9,9 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 /// The node allocates and frees many small blocks per write on every
-/// thread (requests, replication, apply), and glibc's allocator spent about
-/// a quarter of a loaded node's CPU on it; jemalloc's thread caches halve
-/// that (docs/benchmarks.md). RocksDB's C++ side still uses the system
+/// thread (requests, replication, apply). Under write load glibc's
+/// allocator took about a quarter of the nodes' CPU, jemalloc about 4%
+/// (docs/benchmarks.md). RocksDB's C++ side still uses the system
 /// allocator (the jemalloc symbols are prefixed).
 #[cfg(all(
     target_os = "linux",
@@ -22,16 +22,16 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's settings, read before `main`: one arena (a node runs a few
 /// busy threads on few cores, and every extra arena keeps its own partly
-/// used pages), small thread caches, and a background thread that hands
-/// freed pages back to the system within about a second. Overridden by the
-/// `_RJEM_MALLOC_CONF` environment variable.
+/// used pages), thread caches for blocks up to 4 KiB, and a background
+/// thread that hands pages freed for half a second back to the system.
+/// Overridden by the `_RJEM_MALLOC_CONF` environment variable.
 #[cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 #[allow(non_upper_case_globals)]
-pub static malloc_conf: Option<&'static std::ffi::c_char> = Some(
+static malloc_conf: Option<&'static std::ffi::c_char> = Some(
     // SAFETY: the pointer comes from a static C string literal.
     unsafe {
         &*c"narenas:1,tcache_max:4096,dirty_decay_ms:500,muzzy_decay_ms:0,background_thread:true"

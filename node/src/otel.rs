@@ -189,12 +189,11 @@ mod export {
                 values.record(&mut Fields(&mut data.attributes, &mut remote));
                 // A root span learning its caller's trace (recorded before
                 // it is entered) continues that trace.
-                if data.parent.is_none() {
-                    if let Some((trace_id, parent)) = remote.as_deref().and_then(parse_traceparent)
-                    {
-                        data.trace_id = trace_id;
-                        data.parent = Some(parent);
-                    }
+                if data.parent.is_none()
+                    && let Some((trace_id, parent)) = remote.as_deref().and_then(parse_traceparent)
+                {
+                    data.trace_id = trace_id;
+                    data.parent = Some(parent);
                 }
             }
         }
@@ -379,15 +378,15 @@ mod export {
                     .await
                     .and_then(reqwest::Response::error_for_status)
             });
-            if let Err(e) = sent {
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    last_warning = Some(Instant::now());
-                    warn!(
-                        error = %e,
-                        dropped = dropped.load(Ordering::Relaxed),
-                        "cannot send spans to the OpenTelemetry collector"
-                    );
-                }
+            if let Err(e) = sent
+                && last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+            {
+                last_warning = Some(Instant::now());
+                warn!(
+                    error = %e,
+                    dropped = dropped.load(Ordering::Relaxed),
+                    "cannot send spans to the OpenTelemetry collector"
+                );
             }
         }
     }
