@@ -506,22 +506,42 @@ fn value_matches_type(t: ConfigType, v: &Value) -> bool {
     }
 }
 
+/// Whether `item`, as JSON, is over `limit` bytes; if so, says so. The JSON
+/// is counted as it is written, not kept.
+fn over_size_limit<T: serde::Serialize>(
+    item: &T,
+    what: &str,
+    limit: usize,
+    issues: &mut Issues<'_>,
+) -> bool {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    if serde_json::to_writer(&mut count, item).is_err() || count.0 <= limit {
+        return false;
+    }
+    issues.push(
+        "",
+        format!("{what} is {} bytes; the limit is {limit}", count.0),
+    );
+    true
+}
+
 pub(crate) fn compile_flag(flag: &Flag, refs: &dyn Refs, issues: &mut Issues<'_>) -> Option<CFlag> {
     let start = issues.len();
     if let Some(p) = check_key(&flag.key) {
         issues.push("/key", p);
     }
     check_description(&flag.description, "/description", issues);
-    if let Ok(text) = serde_json::to_vec(flag)
-        && text.len() > MAX_FLAG_BYTES
-    {
-        issues.push(
-            "",
-            format!(
-                "flag is {} bytes; the limit is {MAX_FLAG_BYTES}",
-                text.len()
-            ),
-        );
+    if over_size_limit(flag, "flag", MAX_FLAG_BYTES, issues) {
         return None;
     }
     // Normalize a copy so callers may pass operator input as written; a
@@ -851,16 +871,7 @@ pub(crate) fn compile_segment(s: &Segment, issues: &mut Issues<'_>) -> Option<CS
             format!("more than {MAX_SEGMENT_KEYS} included and excluded keys"),
         );
     }
-    if let Ok(text) = serde_json::to_vec(s)
-        && text.len() > MAX_SEGMENT_BYTES
-    {
-        issues.push(
-            "",
-            format!(
-                "segment is {} bytes; the limit is {MAX_SEGMENT_BYTES}",
-                text.len()
-            ),
-        );
+    if over_size_limit(s, "segment", MAX_SEGMENT_BYTES, issues) {
         return None;
     }
     let clauses = compile_clauses(&s.clauses, "/clauses", None, issues);

@@ -604,6 +604,17 @@ fn segments() {
         many.iter().any(|i| i.message.contains("more than 100000")),
         "{many:?}"
     );
+    // Few keys, but over 4 MiB of JSON.
+    let long: Vec<String> = (0..50)
+        .map(|i| format!("{i}{}", "u".repeat(100_000)))
+        .collect();
+    let large = seg(json!({"key": "s", "included": long}));
+    assert!(
+        large.iter().any(|i| i.path.is_empty()
+            && i.message.starts_with("segment is 50")
+            && i.message.ends_with("bytes; the limit is 4194304")),
+        "{large:?}"
+    );
 }
 
 #[test]
