@@ -1,4 +1,4 @@
-//! Writing through a follower.
+//! Writing through a follower, and a leader's eager replication.
 //!
 //! Invariant: a write sent to a follower is forwarded to the leader and
 //! committed; its response carries the log index and environment version;
@@ -139,4 +139,51 @@ async fn a_write_on_a_follower_is_read_on_every_node() {
         .await
         .unwrap();
     assert_eq!(s, 404, "{v}");
+}
+
+/// Eager replication (`--eager-replication`): a leader sends each new entry
+/// to the voters while it syncs the entry itself.
+///
+/// Invariants: with it on (the default), the followers accept the entries
+/// of one-at-a-time writes sent that way (the leader counts them); with it
+/// off, none is sent. Either way every write commits and all three nodes
+/// converge to the same state digest and hold every flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_replication_sends_new_entries_while_the_leader_syncs() {
+    const WRITES: usize = 20;
+    let accepted = "pulseplane_raft_eager_appends_total{outcome=\"accepted\"}";
+    for eager in [true, false] {
+        let setting = if eager { "true" } else { "false" };
+        let mut c = Cluster::start_with(3, &["--eager-replication", setting]).await;
+        let leader = c.leader(Duration::from_secs(10)).await;
+        c.create_env(leader, "prod").await;
+        let keys: Vec<String> = (0..WRITES).map(|i| format!("f{i}")).collect();
+        for key in &keys {
+            let (s, v) = c
+                .client
+                .put(
+                    &c.url(leader),
+                    &format!("/v1/environments/prod/flags/{key}"),
+                    &json!({"kind": "boolean"}),
+                )
+                .await
+                .unwrap();
+            assert_eq!(s, 201, "{v}");
+            // Let both followers catch up, so that the next write finds
+            // the leader idle.
+            c.converged(&[1, 2, 3], Duration::from_secs(10)).await;
+        }
+        c.converged(&[1, 2, 3], Duration::from_secs(10)).await;
+        for id in 1..=3 {
+            c.assert_has_flags(id, "prod", &keys).await;
+        }
+        let sent = c.metric(leader, accepted).await.unwrap();
+        if eager {
+            // Two followers per write; some may be skipped while the
+            // previous round's answers are on their way.
+            assert!(sent >= WRITES as f64 / 2.0, "{sent} accepted");
+        } else {
+            assert_eq!(sent, 0.0);
+        }
+    }
 }

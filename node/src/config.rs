@@ -78,6 +78,10 @@ pub struct Cli {
     /// Timeout of one peer RPC (append, vote).
     #[arg(long, env = "PULSEPLANE_PEER_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub peer_timeout: Duration,
+    /// Send a leader's new log entries to the voters while the leader
+    /// syncs them itself, instead of after (`true` or `false`).
+    #[arg(long, env = "PULSEPLANE_EAGER_REPLICATION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub eager_replication: bool,
     /// Timeout of one snapshot chunk sent to a peer.
     #[arg(long, env = "PULSEPLANE_SNAPSHOT_CHUNK_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub snapshot_chunk_timeout: Duration,
@@ -230,6 +234,7 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     pub election_timeout: Duration,
     pub peer_timeout: Duration,
+    pub eager_replication: bool,
     pub snapshot_chunk_timeout: Duration,
     pub snapshot_chunk_bytes: u64,
     pub snapshot_logs: u64,
@@ -542,6 +547,7 @@ impl Cli {
             heartbeat_interval: self.heartbeat_interval,
             election_timeout: self.election_timeout,
             peer_timeout: self.peer_timeout,
+            eager_replication: self.eager_replication,
             snapshot_chunk_timeout: self.snapshot_chunk_timeout,
             snapshot_chunk_bytes: self.snapshot_chunk_bytes,
             snapshot_logs: self.snapshot_logs,

@@ -12,6 +12,7 @@ use pulseplane_core::Permission;
 pub use pulseplane_raft_store::metrics::{Histogram, LogMetrics};
 
 use crate::identity::AuthFailure;
+use crate::raft::eager::EagerMetrics;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct Metrics {
     pub leader_changes: AtomicU64,
     /// Snapshot chunks received from a leader.
     pub snapshot_chunks: AtomicU64,
+    /// A leader's entries sent to the voters before it synced them.
+    pub eager: Arc<EagerMetrics>,
 }
 
 /// Renders `h` as the `_bucket`, `_sum` and `_count` lines of `name`, with
@@ -309,6 +312,17 @@ impl Metrics {
                 "Snapshot chunks received from a leader (a follower catching up by snapshot).",
                 "counter",
                 vec![(String::new(), get(&self.snapshot_chunks))],
+            ),
+            Sample::labelled(
+                "pulseplane_raft_eager_appends_total",
+                "A leader's new entries sent to a voter before the leader synced them, by outcome: accepted, rejected (older vote, a gap in the voter's log), failed (unreachable, timed out), skipped (too many out; counted once per append).",
+                "counter",
+                vec![
+                    ("outcome=\"accepted\"".into(), get(&self.eager.accepted)),
+                    ("outcome=\"rejected\"".into(), get(&self.eager.rejected)),
+                    ("outcome=\"failed\"".into(), get(&self.eager.failed)),
+                    ("outcome=\"skipped\"".into(), get(&self.eager.skipped)),
+                ],
             ),
         ];
         all.extend(self.access.samples());

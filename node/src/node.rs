@@ -20,6 +20,7 @@ use crate::identity::Authenticator;
 use crate::metrics::{Metrics, Sample, label_value};
 use crate::notify::Notifier;
 use crate::raft::client::PeerClient;
+use crate::raft::eager::{Eager, EagerMetrics};
 use crate::raft::server::{LocalStatus, PATH_READ_INDEX};
 use crate::raft::{self, Raft};
 use crate::secret::Secret;
@@ -434,10 +435,22 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let log_metrics = log.metrics();
     let peers = PeerClient::new(cluster_secret.clone(), cfg.tls.as_ref(), cfg.peer_source_ip)
         .map_err(NodeError::PeerTls)?;
+    let eager_metrics = Arc::new(EagerMetrics::default());
+    let eager = Arc::new(Eager::new(
+        cfg.node_id,
+        peers.clone(),
+        cfg.peer_timeout,
+        eager_metrics.clone(),
+    ));
+    if cfg.eager_replication {
+        log.set_append_observer(eager.clone());
+    }
     let raft = raft::start(&cfg, log, sm.clone(), peers.clone()).await?;
+    eager.started(raft.clone());
     let tasks = CancellationToken::new();
     let metrics = Arc::new(Metrics {
         log: log_metrics,
+        eager: eager_metrics,
         ..Metrics::default()
     });
     let (notifier, notifier_task) = match &cfg.redis {

@@ -30,5 +30,5 @@ pub mod state_machine;
 
 pub use config::{ApplyResult, NodeId, Proposal, TypeConfig};
 pub use db::{StoreError, open};
-pub use log_store::LogStore;
+pub use log_store::{AppendObserver, LogStore};
 pub use state_machine::StateMachineStore;

@@ -2,11 +2,13 @@
 //! `meta`. Appends, votes, truncations and purges are written with a synced
 //! WAL before they are acknowledged.
 //!
-//! Appends commit as a group: `append` writes the entries (readable at
-//! once) and hands its flush callback to a syncer thread, which syncs the
-//! WAL once for every callback queued meanwhile and only then fires them,
-//! in order. So the Raft core never waits on an fsync, and one fsync covers
-//! every append that arrived while the previous one ran.
+//! `append` writes the entries (readable at once) and hands its flush
+//! callback to a syncer thread, which syncs the WAL once for every callback
+//! queued meanwhile and only then fires them, in order. openraft 0.9's core
+//! waits for each append's callback before it goes on (before the leader
+//! sends the entries to its followers, too), so an [`AppendObserver`] is
+//! told of the entries as soon as they are written: the node uses it to
+//! send a leader's new entries to its followers while its own sync runs.
 //!
 //! The latest entries are also kept in memory, as appended ([`Recent`]):
 //! Raft reads each entry back soon after its append (the leader once per
@@ -18,7 +20,7 @@ use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -44,6 +46,17 @@ pub struct LogStore {
     syncer: Arc<Syncer>,
     metrics: Arc<LogMetrics>,
     recent: Arc<Mutex<Recent>>,
+    observer: Arc<OnceLock<Arc<dyn AppendObserver>>>,
+}
+
+/// Told of each append once its entries are written to the log and their
+/// sync has been asked for, before it is done. Called on Raft's core task:
+/// it must not block.
+pub trait AppendObserver: Send + Sync {
+    /// `entries` directly follow the entry `prev` in the log. Appends
+    /// whose previous entry is not known in memory (the first after
+    /// opening, for one) are not reported.
+    fn appended(&self, prev: LogId<NodeId>, entries: &[Entry<TypeConfig>]);
 }
 
 /// At most this many of the latest entries are kept in memory. Raft reads
@@ -67,6 +80,10 @@ struct Recent {
 impl Recent {
     fn first_index(&self) -> Option<u64> {
         self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn last_log_id(&self) -> Option<LogId<NodeId>> {
+        self.entries.back().map(|(e, _)| e.log_id)
     }
 
     fn push(&mut self, entry: Entry<TypeConfig>, size: usize) {
@@ -232,7 +249,14 @@ impl LogStore {
             syncer,
             metrics,
             recent: Arc::new(Mutex::new(Recent::default())),
+            observer: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Sets the observer told of every append from now on (once; a second
+    /// call is refused and returns false).
+    pub fn set_append_observer(&self, observer: Arc<dyn AppendObserver>) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// The WAL sync and append latencies.
@@ -391,30 +415,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .ok_or_else(|| io_write(missing_cf(CF_LOGS)))?;
         let mut batch = WriteBatch::default();
         let mut appended = Vec::new();
+        let mut sizes = Vec::new();
         for entry in entries {
             let bytes = encode_entry(&entry).map_err(|e| io_write(&e))?;
             batch.put_cf(&cf, index_key(entry.log_id.index), &bytes);
-            appended.push((entry, bytes.len()));
+            appended.push(entry);
+            sizes.push(bytes.len());
         }
         // Written (and readable) now; the callback fires only once the WAL
         // holding it is synced. Raft reads an entry only after its append
-        // returned, so the entries are in memory by then.
+        // returned, so the entries are in memory by then. (Raft calls
+        // `append`, `truncate` and `purge` one at a time.)
         self.db.write(batch).map_err(|e| io_write(&e))?;
+        if let Err(callback) = self.syncer.after_sync(callback, called) {
+            let e = io::Error::other("the WAL sync thread is gone");
+            let err = io_write(&e);
+            callback.log_io_completed(Err(e));
+            return Err(err);
+        }
+        let prev = self.recent().last_log_id();
+        if let (Some(observer), Some(prev), Some(first)) =
+            (self.observer.get(), prev, appended.first())
+            && prev.index.checked_add(1) == Some(first.log_id.index)
         {
-            let mut recent = self.recent();
-            for (entry, size) in appended {
-                recent.push(entry, size);
-            }
+            observer.appended(prev, &appended);
         }
-        match self.syncer.after_sync(callback, called) {
-            Ok(()) => Ok(()),
-            Err(callback) => {
-                let e = io::Error::other("the WAL sync thread is gone");
-                let err = io_write(&e);
-                callback.log_io_completed(Err(e));
-                Err(err)
-            }
+        let mut recent = self.recent();
+        for (entry, size) in appended.into_iter().zip(sizes) {
+            recent.push(entry, size);
         }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
@@ -489,6 +519,46 @@ mod tests {
         assert_eq!(indexes(r.get(20, &(20..))), Some(vec![20]));
         assert_eq!(indexes(r.get(8, &(8..))), None);
         assert_eq!(r.bytes, 10);
+    }
+
+    /// Records what it is told.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<(u64, Vec<u64>)>>);
+
+    impl AppendObserver for Seen {
+        fn appended(&self, prev: LogId<NodeId>, entries: &[Entry<TypeConfig>]) {
+            let indexes = entries.iter().map(|e| e.log_id.index).collect();
+            self.0.lock().unwrap().push((prev.index, indexes));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_observer_is_told_of_appends_after_a_known_entry() {
+        use openraft::storage::RaftLogStorageExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _sm) = crate::open(dir.path()).unwrap();
+        let seen = Arc::new(Seen::default());
+        assert!(log.set_append_observer(seen.clone()));
+        assert!(!log.set_append_observer(Arc::new(Seen::default())));
+        // The first append after opening: the entry before is not known.
+        log.blocking_append([entry(1), entry(2)]).await.unwrap();
+        log.blocking_append([entry(3)]).await.unwrap();
+        log.blocking_append([entry(4), entry(5)]).await.unwrap();
+        log.truncate(entry(4).log_id).await.unwrap();
+        log.blocking_append([entry(4)]).await.unwrap();
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            vec![(2, vec![3]), (3, vec![4, 5]), (3, vec![4])]
+        );
+        // What it was told is in the log.
+        let indexes: Vec<u64> = log
+            .try_get_log_entries(1..)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(indexes, vec![1, 2, 3, 4]);
     }
 
     #[test]

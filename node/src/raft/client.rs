@@ -93,7 +93,21 @@ impl PeerClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerError> {
-        let bytes = rmp_serde::to_vec_named(body).map_err(|e| PeerError::Encode(e.to_string()))?;
+        let bytes = encode(body)?;
+        self.call_encoded(address, target, path, bytes, timeout)
+            .await
+    }
+
+    /// [`call`](Self::call) with a body already encoded by [`encode`], so
+    /// that one encoding serves several peers.
+    pub async fn call_encoded<Resp: DeserializeOwned>(
+        &self,
+        address: &str,
+        target: u64,
+        path: &str,
+        bytes: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
         let mut request = self
             .http
             .post(format!("{}://{address}{path}", self.scheme))
@@ -131,6 +145,13 @@ impl PeerClient {
 }
 
 /// A failed send or receive: a timeout, or the peer is unreachable.
+/// A request body as peers expect it (MessagePack, with field names).
+pub fn encode<Req: Serialize>(body: &Req) -> Result<bytes::Bytes, PeerError> {
+    rmp_serde::to_vec_named(body)
+        .map(bytes::Bytes::from)
+        .map_err(|e| PeerError::Encode(e.to_string()))
+}
+
 fn transport_error(address: &str, source: reqwest::Error) -> PeerError {
     if source.is_timeout() {
         PeerError::Timeout {

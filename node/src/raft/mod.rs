@@ -4,10 +4,12 @@
 //! Layout:
 //! - `client`: the pooled peer HTTP client (MessagePack, cluster secret)
 //! - `network`: openraft's `RaftNetwork` over that client
+//! - `eager`: a leader's new entries sent to the voters while it syncs them
 //! - `server`: the `/raft/*` endpoints peers call
 //! - `membership`: cluster status, adding and removing nodes
 
 pub mod client;
+pub mod eager;
 pub mod membership;
 pub mod network;
 pub mod server;
