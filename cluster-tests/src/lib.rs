@@ -82,8 +82,32 @@ where
     }
 }
 
-/// A free TCP port on 127.0.0.1.
+/// Ports handed out by [`free_port`] come from here, below Linux's
+/// ephemeral range (32768–60999 by default), so that no outgoing connection
+/// of a running node can take a port between the moment it is chosen and
+/// the moment the node it is meant for binds it.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1: each call in this process gets another
+/// one (starting from a point that depends on the process id, so that test
+/// programs running at once start apart), checked to be bindable now.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
 }
