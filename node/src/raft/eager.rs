@@ -144,6 +144,15 @@ impl Eager {
     }
 }
 
+/// One request out: counted off when its task ends, however it ends.
+struct Out(Arc<AtomicUsize>);
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl AppendObserver for Eager {
     fn appended(&self, prev: LogId<NodeId>, entries: &[Entry<TypeConfig>]) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -174,13 +183,13 @@ impl AppendObserver for Eager {
                 let (peers, body) = (peers.clone(), body.clone());
                 let (in_flight, metrics) = (in_flight.clone(), metrics.clone());
                 tokio::spawn(async move {
+                    let _out = Out(in_flight);
                     let answer: Result<
                         Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>,
                         _,
                     > = peers
                         .call_encoded(&address, target, PATH_APPEND, body, timeout)
                         .await;
-                    in_flight.fetch_sub(1, Ordering::AcqRel);
                     let counter = match answer {
                         Ok(Ok(AppendEntriesResponse::Success)) => &metrics.accepted,
                         Ok(_) => &metrics.rejected,
