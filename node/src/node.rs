@@ -446,7 +446,7 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         log.set_append_observer(eager.clone());
     }
     let raft = raft::start(&cfg, log, sm.clone(), peers.clone()).await?;
-    eager.started(raft.clone());
+    eager.started(&raft);
     let tasks = CancellationToken::new();
     let metrics = Arc::new(Metrics {
         log: log_metrics,

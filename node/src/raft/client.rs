@@ -144,7 +144,6 @@ impl PeerClient {
     }
 }
 
-/// A failed send or receive: a timeout, or the peer is unreachable.
 /// A request body as peers expect it (MessagePack, with field names).
 pub fn encode<Req: Serialize>(body: &Req) -> Result<bytes::Bytes, PeerError> {
     rmp_serde::to_vec_named(body)
@@ -152,6 +151,7 @@ pub fn encode<Req: Serialize>(body: &Req) -> Result<bytes::Bytes, PeerError> {
         .map_err(|e| PeerError::Encode(e.to_string()))
 }
 
+/// A failed send or receive: a timeout, or the peer is unreachable.
 fn transport_error(address: &str, source: reqwest::Error) -> PeerError {
     if source.is_timeout() {
         PeerError::Timeout {

@@ -10,10 +10,10 @@
 //! entry before them, the entries, and no commit index. It goes through
 //! the same `/raft/append` endpoint, and a follower handles it as any
 //! append from its leader: it appends and syncs the entries, or rejects
-//! the request (an older vote, a gap in its log). Its answer is not used.
-//! openraft's replication follows and alone decides what is committed; it
-//! finds the entries already there and is answered without waiting for
-//! another sync.
+//! the request (it holds a newer vote, or lacks the entry before). Its
+//! answer is not used: openraft's replication follows and alone decides
+//! what is committed; it finds the entries already there and is answered
+//! without waiting for another sync.
 //!
 //! Only plain entries are sent this way (not membership changes or a new
 //! leader's first entry), only while this node leads in the entries' term,
@@ -29,8 +29,9 @@ use std::time::Duration;
 
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
-use openraft::{Entry, EntryPayload, LogId};
+use openraft::{BasicNode, Entry, EntryPayload, LogId, RaftMetrics};
 use pulseplane_raft_store::{AppendObserver, NodeId, TypeConfig};
+use tokio::sync::watch;
 use tracing::debug;
 
 use crate::raft::Raft;
@@ -45,7 +46,8 @@ type Target = (NodeId, String);
 pub struct EagerMetrics {
     /// Requests a follower accepted.
     pub accepted: AtomicU64,
-    /// Requests a follower rejected (older vote, a gap in its log).
+    /// Requests a follower rejected (it holds a newer vote, or lacks the
+    /// entry before).
     pub rejected: AtomicU64,
     /// Requests that failed on the way (unreachable, timed out).
     pub failed: AtomicU64,
@@ -58,8 +60,9 @@ pub struct Eager {
     id: NodeId,
     peers: PeerClient,
     timeout: Duration,
-    /// Set once Raft has started (it owns the log store this observes).
-    raft: OnceLock<Raft>,
+    /// Raft's metrics, once it has started (a receiver, not a handle: the
+    /// log store that holds this observer lives inside Raft).
+    raft: OnceLock<watch::Receiver<RaftMetrics<NodeId, BasicNode>>>,
     in_flight: Arc<AtomicUsize>,
     metrics: Arc<EagerMetrics>,
 }
@@ -81,9 +84,10 @@ impl Eager {
         }
     }
 
-    /// Hands over the started Raft; appends before this are not sent.
-    pub fn started(&self, raft: Raft) {
-        let _ = self.raft.set(raft);
+    /// Hands over the started Raft's metrics; appends before this are not
+    /// sent.
+    pub fn started(&self, raft: &Raft) {
+        let _ = self.raft.set(raft.metrics());
     }
 
     /// The voters to send to, with the request, when this node leads in
@@ -102,9 +106,7 @@ impl Eager {
         {
             return None;
         }
-        let raft = self.raft.get()?;
-        let metrics = raft.metrics();
-        let m = metrics.borrow();
+        let m = self.raft.get()?.borrow();
         if m.current_leader != Some(self.id)
             || !m.vote.is_committed()
             || *m.vote.leader_id() != made_by
