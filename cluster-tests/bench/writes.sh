@@ -8,7 +8,10 @@
 #   cluster-tests/bench/writes.sh            # release build, ~3 minutes
 #
 # Settings (environment): DURATION (10s), CONNS ("1 16 64"), KEYSPACE (2000),
-# BASE_PORT (27400), SKIP_ETCD (0), THREADS (2), VARY (0). Each request body
+# BASE_PORT (27400), SKIP_ETCD (0), THREADS (2), VARY (0),
+# PAUSE_FOLLOWERS_MS (0: off; else both followers are stopped with SIGSTOP
+# for that long at a third and at two thirds of each wrk run, to see how
+# writes ride out followers that answer late). Each request body
 # is fixed per key, so from the second pass over the keys an upsert sends
 # the content the draft already has: still a replicated, synced, audited
 # command, but one that writes no new revision. VARY=1 puts a counter in
@@ -104,14 +107,22 @@ RESULTS="[]"
 for c in "${CONN_LIST[@]}"; do
   t=$THREADS; [ "$c" -lt "$t" ] && t=$c
   c0=$(cpu_ticks)
+  PAUSER=""
+  if [ "${PAUSE_FOLLOWERS_MS:-0}" -gt 0 ]; then
+    followers=(); for n in 1 2 3; do [ "$n" = "$LEADER" ] || followers+=("${PIDS[$((n - 1))]}"); done
+    third=$(awk -v d="${DURATION%s}" 'BEGIN{print d / 3}'); pause=$(awk -v m="$PAUSE_FOLLOWERS_MS" 'BEGIN{print m / 1000}')
+    (for _ in 1 2; do sleep "$third"; kill -STOP "${followers[@]}"; sleep "$pause"; kill -CONT "${followers[@]}"; done) &
+    PAUSER=$!
+  fi
   out=$(KEYSPACE=$KEYSPACE TOKEN=$TOKEN WRK_THREADS=$t VARY=${VARY:-0} wrk -t"$t" -c"$c" -d"$DURATION" --timeout 5s --latency -s "$LUA" "http://127.0.0.1:$LPORT" 2>&1)
   c1=$(cpu_ticks)
+  [ -z "$PAUSER" ] || wait "$PAUSER"
   line=$(echo "$out" | sed -n 's/^WRKJSON //p')
   [ -n "$line" ] || { echo "$out" >&2; exit 1; }
   cpu=$(awk -v a="$c0" -v b="$c1" -v k="$CLK" 'BEGIN{printf "%.2f", (b-a)/k}')
   line=$(jq -c --argjson c "$c" --argjson cpu "$cpu" '{conns:$c} + . + {cpu_s:$cpu, cpu_us_per_write:(if .requests>0 then ($cpu*1e6/.requests|round) else null end)}' <<<"$line")
   RESULTS=$(jq -c --argjson x "$line" '. + [$x]' <<<"$RESULTS")
-  jq -r '"   => pulseplane c\(.conns): \(.rps|floor) writes/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  \(.cpu_us_per_write) us CPU/write (3 nodes)  non-2xx \(.err_status) socket errors \(.err_socket)"' <<<"$line"
+  jq -r '"   => pulseplane c\(.conns): \(.rps|floor) writes/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  max \(.max_ms) ms  \(.cpu_us_per_write) us CPU/write (3 nodes)  non-2xx \(.err_status) socket errors \(.err_socket)"' <<<"$line"
 done
 for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done

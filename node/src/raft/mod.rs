@@ -71,6 +71,7 @@ pub async fn start(
     peers: PeerClient,
 ) -> Result<Raft, StartError> {
     let network = NetworkFactory {
+        id: cfg.node_id,
         client: peers,
         rpc_timeout: cfg.peer_timeout,
         snapshot_timeout: cfg.snapshot_chunk_timeout,

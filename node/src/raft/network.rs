@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -25,6 +25,8 @@ pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 /// Builds a [`Network`] for each target.
 #[derive(Clone)]
 pub struct NetworkFactory {
+    /// This node's id.
+    pub id: NodeId,
     pub client: PeerClient,
     pub rpc_timeout: Duration,
     pub snapshot_timeout: Duration,
@@ -35,6 +37,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
         Network {
+            id: self.id,
             client: self.client.clone(),
             target,
             node: node.clone(),
@@ -46,6 +49,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
 /// The connection to one peer (the HTTP pool is shared).
 pub struct Network {
+    id: NodeId,
     client: PeerClient,
     target: NodeId,
     node: BasicNode,
@@ -56,8 +60,14 @@ pub struct Network {
 type Rpc<E> = RPCError<NodeId, BasicNode, E>;
 
 impl Network {
+    /// Calls `path` on the peer. A peer that cannot be reached is
+    /// `Unreachable`, for which openraft pauses replication to it (500 ms);
+    /// a call that ran out of time is a `Timeout`, retried at the next
+    /// heartbeat without a pause: a busy peer (a long sync, a snapshot
+    /// being built) is no reason to stop sending to it.
     async fn rpc<Req, Resp, E>(
         &self,
+        action: RPCTypes,
         path: &str,
         req: &Req,
         timeout: Duration,
@@ -71,12 +81,7 @@ impl Network {
             .client
             .call(&self.node.addr, self.target, path, req, timeout)
             .await
-            .map_err(|e| match &e {
-                PeerError::Unreachable { .. } | PeerError::Timeout { .. } => {
-                    RPCError::Unreachable(Unreachable::new(&e))
-                }
-                _ => RPCError::Network(NetworkError::new(&e)),
-            })?;
+            .map_err(|e| rpc_error(&e, action, self.id, self.target, timeout))?;
         answer.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
@@ -84,6 +89,26 @@ impl Network {
                 e,
             ))
         })
+    }
+}
+
+/// openraft's error for a failed call (see [`Network::rpc`]).
+fn rpc_error<E: std::error::Error>(
+    e: &PeerError,
+    action: RPCTypes,
+    id: NodeId,
+    target: NodeId,
+    timeout: Duration,
+) -> Rpc<E> {
+    match e {
+        PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(e)),
+        PeerError::Timeout { .. } => RPCError::Timeout(Timeout {
+            action,
+            id,
+            target,
+            timeout,
+        }),
+        _ => RPCError::Network(NetworkError::new(e)),
     }
 }
 
@@ -97,7 +122,8 @@ impl RaftNetwork<TypeConfig> for Network {
             .hard_ttl()
             .min(self.rpc_timeout)
             .max(Duration::from_millis(50));
-        self.rpc(PATH_APPEND, &rpc, timeout).await
+        self.rpc(RPCTypes::AppendEntries, PATH_APPEND, &rpc, timeout)
+            .await
     }
 
     async fn install_snapshot(
@@ -105,7 +131,13 @@ impl RaftNetwork<TypeConfig> for Network {
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, Rpc<RaftError<NodeId, InstallSnapshotError>>> {
-        self.rpc(PATH_SNAPSHOT, &rpc, self.snapshot_timeout).await
+        self.rpc(
+            RPCTypes::InstallSnapshot,
+            PATH_SNAPSHOT,
+            &rpc,
+            self.snapshot_timeout,
+        )
+        .await
     }
 
     async fn vote(
@@ -117,6 +149,38 @@ impl RaftNetwork<TypeConfig> for Network {
             .hard_ttl()
             .min(self.rpc_timeout)
             .max(Duration::from_millis(50));
-        self.rpc(PATH_VOTE, &rpc, timeout).await
+        self.rpc(RPCTypes::Vote, PATH_VOTE, &rpc, timeout).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that answers late must not be paused like one that cannot be
+    /// reached: openraft pauses replication to an `Unreachable` peer for
+    /// 500 ms, and pausing every busy follower at once stalls all writes.
+    #[test]
+    fn a_late_answer_is_a_timeout_and_a_refused_connection_unreachable() {
+        let timeout = Duration::from_millis(100);
+        let late = PeerError::Timeout {
+            address: "127.0.0.1:1".into(),
+        };
+        let e: Rpc<RaftError<NodeId>> = rpc_error(&late, RPCTypes::AppendEntries, 1, 2, timeout);
+        match e {
+            RPCError::Timeout(t) => {
+                assert_eq!(
+                    (t.action, t.id, t.target, t.timeout),
+                    (RPCTypes::AppendEntries, 1, 2, timeout)
+                );
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        let bad = PeerError::Decode {
+            address: "127.0.0.1:1".into(),
+            problem: "truncated".into(),
+        };
+        let e: Rpc<RaftError<NodeId>> = rpc_error(&bad, RPCTypes::Vote, 1, 2, timeout);
+        assert!(matches!(e, RPCError::Network(_)), "{e:?}");
     }
 }
