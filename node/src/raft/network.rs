@@ -160,8 +160,8 @@ mod tests {
     /// A peer that answers late must not be paused like one that cannot be
     /// reached: openraft pauses replication to an `Unreachable` peer for
     /// 500 ms, and pausing every busy follower at once stalls all writes.
-    #[test]
-    fn a_late_answer_is_a_timeout_and_a_refused_connection_unreachable() {
+    #[tokio::test]
+    async fn a_late_answer_is_a_timeout_and_a_refused_connection_unreachable() {
         let timeout = Duration::from_millis(100);
         let late = PeerError::Timeout {
             address: "127.0.0.1:1".into(),
@@ -176,11 +176,23 @@ mod tests {
             }
             other => panic!("expected a timeout, got {other:?}"),
         }
-        let bad = PeerError::Decode {
+        // A port nothing listens on: the connection is refused.
+        let refused = reqwest::Client::new()
+            .post("http://127.0.0.1:1/raft/append")
+            .send()
+            .await
+            .expect_err("nothing listens on port 1");
+        let refused = PeerError::Unreachable {
+            address: "127.0.0.1:1".into(),
+            source: refused,
+        };
+        let e: Rpc<RaftError<NodeId>> = rpc_error(&refused, RPCTypes::AppendEntries, 1, 2, timeout);
+        assert!(matches!(e, RPCError::Unreachable(_)), "{e:?}");
+        let garbled = PeerError::Decode {
             address: "127.0.0.1:1".into(),
             problem: "truncated".into(),
         };
-        let e: Rpc<RaftError<NodeId>> = rpc_error(&bad, RPCTypes::Vote, 1, 2, timeout);
+        let e: Rpc<RaftError<NodeId>> = rpc_error(&garbled, RPCTypes::Vote, 1, 2, timeout);
         assert!(matches!(e, RPCError::Network(_)), "{e:?}");
     }
 }
