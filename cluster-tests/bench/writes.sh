@@ -11,7 +11,8 @@
 # BASE_PORT (27400), SKIP_ETCD (0), THREADS (2), VARY (0),
 # PAUSE_FOLLOWERS_MS (0: off; else both followers are stopped with SIGSTOP
 # for that long at a third and at two thirds of each wrk run, to see how
-# writes ride out followers that answer late). Each request body
+# writes ride out followers that answer late; DURATION must then be given
+# in seconds, such as 9s). Each request body
 # is fixed per key, so from the second pass over the keys an upsert sends
 # the content the draft already has: still a replicated, synced, audited
 # command, but one that writes no new revision. VARY=1 puts a counter in
@@ -29,6 +30,9 @@ THREADS=${THREADS:-2}
 SKIP_ETCD=${SKIP_ETCD:-0}
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/pulseplane-node"
 
+if [ "${PAUSE_FOLLOWERS_MS:-0}" -gt 0 ] && ! [[ "$DURATION" =~ ^[0-9]+s$ ]]; then
+  echo "PAUSE_FOLLOWERS_MS needs DURATION in seconds (such as 9s), not $DURATION" >&2; exit 2
+fi
 for b in wrk jq curl; do command -v "$b" >/dev/null || { echo "missing $b (apt-get install wrk jq curl)" >&2; exit 2; }; done
 (cd "$ROOT" && cargo build --release --locked -q -p pulseplane-node --bin pulseplane-node)
 

@@ -90,22 +90,25 @@ impl Eager {
         let _ = self.raft.set(raft.metrics());
     }
 
-    /// The voters to send to, with the request, when this node leads in
-    /// the term that made `entries`.
+    /// Whether `entries` are plain entries this node made as a leader (a
+    /// follower's appends, and membership changes, are never sent).
+    fn made_here(&self, entries: &[Entry<TypeConfig>]) -> bool {
+        entries
+            .first()
+            .is_some_and(|e| e.log_id.leader_id.node_id == self.id)
+            && entries
+                .iter()
+                .all(|e| matches!(e.payload, EntryPayload::Normal(_)))
+    }
+
+    /// The voters to send to, with the request, when this node still leads
+    /// in the term that made `entries` (see [`Eager::made_here`]).
     fn request(
         &self,
         prev: LogId<NodeId>,
         entries: &[Entry<TypeConfig>],
     ) -> Option<(Vec<Target>, AppendEntriesRequest<TypeConfig>)> {
-        let first = entries.first()?;
-        let made_by = first.log_id.leader_id;
-        if made_by.node_id != self.id
-            || !entries
-                .iter()
-                .all(|e| matches!(e.payload, EntryPayload::Normal(_)))
-        {
-            return None;
-        }
+        let made_by = entries.first()?.log_id.leader_id;
         let m = self.raft.get()?.borrow();
         if m.current_leader != Some(self.id)
             || !m.vote.is_committed()
@@ -157,6 +160,9 @@ impl Drop for Out {
 
 impl AppendObserver for Eager {
     fn appended(&self, prev: LogId<NodeId>, entries: &[Entry<TypeConfig>]) {
+        if !self.made_here(entries) {
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
