@@ -145,13 +145,15 @@ async fn a_write_on_a_follower_is_read_on_every_node() {
 /// to the voters while it syncs the entry itself.
 ///
 /// Invariants: with it on (the default), the followers accept the entries
-/// of one-at-a-time writes sent that way (the leader counts them); with it
-/// off, none is sent. Either way every write commits and all three nodes
+/// of one-at-a-time writes sent that way (the leader counts them), and the
+/// leader's replication does not send those entries again; with it off,
+/// none is sent. Either way every write commits and all three nodes
 /// converge to the same state digest and hold every flag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eager_replication_sends_new_entries_while_the_leader_syncs() {
     const WRITES: usize = 20;
     let accepted = "pulseplane_raft_eager_appends_total{outcome=\"accepted\"}";
+    let covered = "pulseplane_raft_eager_covered_total";
     for eager in [true, false] {
         let setting = if eager { "true" } else { "false" };
         let mut c = Cluster::start_with(3, &["--eager-replication", setting]).await;
@@ -178,12 +180,16 @@ async fn eager_replication_sends_new_entries_while_the_leader_syncs() {
             c.assert_has_flags(id, "prod", &keys).await;
         }
         let sent = c.metric(leader, accepted).await.unwrap();
+        let not_resent = c.metric(leader, covered).await.unwrap();
         if eager {
             // Two followers per write; some may be skipped while the
             // previous round's answers are on their way.
             assert!(sent >= WRITES as f64 / 2.0, "{sent} accepted");
+            // Replication found most of the accepted entries already
+            // there and did not send them again.
+            assert!(not_resent >= WRITES as f64 / 2.0, "{not_resent} covered");
         } else {
-            assert_eq!(sent, 0.0);
+            assert_eq!((sent, not_resent), (0.0, 0.0));
         }
     }
 }

@@ -64,6 +64,7 @@ async fn metrics_cover_requests_polls_and_raft() {
         "pulseplane_raft_leader_changes_total counter",
         "pulseplane_raft_snapshot_chunks_received_total counter",
         "pulseplane_raft_eager_appends_total counter",
+        "pulseplane_raft_eager_covered_total counter",
         "pulseplane_raft_replication_lag_entries gauge",
         "pulseplane_raft_append_duration_seconds histogram",
         "pulseplane_raft_fsync_duration_seconds histogram",

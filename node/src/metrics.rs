@@ -324,6 +324,12 @@ impl Metrics {
                     ("outcome=\"skipped\"".into(), get(&self.eager.skipped)),
                 ],
             ),
+            Sample::labelled(
+                "pulseplane_raft_eager_covered_total",
+                "Replication requests not sent because the voter had accepted their entries from eager replication (answered from that acceptance).",
+                "counter",
+                vec![(String::new(), get(&self.eager.covered))],
+            ),
         ];
         all.extend(self.access.samples());
         all.extend_from_slice(samples);

@@ -442,10 +442,11 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
         cfg.peer_timeout,
         eager_metrics.clone(),
     ));
-    if cfg.eager_replication {
+    let acks = cfg.eager_replication.then(|| {
         log.set_append_observer(eager.clone());
-    }
-    let raft = raft::start(&cfg, log, sm.clone(), peers.clone()).await?;
+        eager.acks()
+    });
+    let raft = raft::start(&cfg, log, sm.clone(), peers.clone(), acks).await?;
     eager.started(&raft);
     let tasks = CancellationToken::new();
     let metrics = Arc::new(Metrics {

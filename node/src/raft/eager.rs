@@ -10,10 +10,19 @@
 //! entry before them, the entries, and no commit index. It goes through
 //! the same `/raft/append` endpoint, and a follower handles it as any
 //! append from its leader: it appends and syncs the entries, or rejects
-//! the request (it holds a newer vote, or lacks the entry before). Its
-//! answer is not used: openraft's replication follows and alone decides
-//! what is committed; it finds the entries already there and is answered
-//! without waiting for another sync.
+//! the request (it holds a newer vote, or lacks the entry before).
+//!
+//! A follower's acceptance is kept in [`Acks`]. When openraft's
+//! replication then asks the network to send entries that the follower
+//! has already accepted under the same vote (or that a round still out
+//! covers, whose answer it then awaits), the network answers `Success`
+//! itself instead of sending them a second time (see [`Acks::covers`]):
+//! that saves a round trip on each write's path and two requests per
+//! write. A follower's acceptance of entries under a leader's vote stays
+//! true (it drops them only for a newer leader, which Raft's election
+//! rule makes hold every entry a majority accepted), so answering from it
+//! is what a late delivery of that acceptance would be. Requests without
+//! entries (heartbeats, which carry the commit index) always go out.
 //!
 //! Only plain entries are sent this way (not membership changes or a new
 //! leader's first entry), only while this node leads in the entries' term,
@@ -23,13 +32,14 @@
 //! path; under load, openraft's replication already overlaps the leader's
 //! syncs with the followers' and is left alone.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
-use openraft::{BasicNode, Entry, EntryPayload, LogId, RaftMetrics};
+use openraft::{BasicNode, Entry, EntryPayload, LogId, RaftMetrics, Vote};
 use pulseplane_raft_store::{AppendObserver, NodeId, TypeConfig};
 use tokio::sync::watch;
 use tracing::debug;
@@ -53,6 +63,123 @@ pub struct EagerMetrics {
     pub failed: AtomicU64,
     /// Appends not sent because the previous round was still out.
     pub skipped: AtomicU64,
+    /// openraft replication requests answered from a follower's acceptance
+    /// of an eager request, not sent again.
+    pub covered: AtomicU64,
+}
+
+/// What one voter has accepted of the eager requests, and the round out to
+/// it.
+struct TargetAcks {
+    /// The vote the entries below were sent under.
+    vote: Vote<NodeId>,
+    /// The last entry the voter accepted under `vote`, and when the request
+    /// that carried it was sent.
+    accepted: Option<(LogId<NodeId>, Instant)>,
+    /// The request out to the voter: its last entry, and its outcome once
+    /// answered (`Some(true)` when accepted).
+    out: Option<(LogId<NodeId>, watch::Receiver<Option<bool>>)>,
+}
+
+/// The voters' answers to eager requests, shared by [`Eager`] (which sends
+/// them) and the Raft network (which asks [`Acks::covers`] before it sends
+/// entries).
+pub struct Acks {
+    targets: Mutex<HashMap<NodeId, TargetAcks>>,
+    /// How long an acceptance is used for: the peer timeout. (Openraft
+    /// takes an answer as a sign of life at the time it asked; an old one
+    /// would overstate that.)
+    fresh_for: Duration,
+    metrics: Arc<EagerMetrics>,
+}
+
+impl Acks {
+    fn new(fresh_for: Duration, metrics: Arc<EagerMetrics>) -> Acks {
+        Acks {
+            targets: Mutex::new(HashMap::new()),
+            fresh_for,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, TargetAcks>> {
+        self.targets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes a request out to `target` under `vote` whose last entry is
+    /// `last`; its outcome goes to the returned sender.
+    fn sending(
+        &self,
+        target: NodeId,
+        vote: Vote<NodeId>,
+        last: LogId<NodeId>,
+    ) -> watch::Sender<Option<bool>> {
+        let (tx, rx) = watch::channel(None);
+        let mut targets = self.lock();
+        let t = targets.entry(target).or_insert(TargetAcks {
+            vote,
+            accepted: None,
+            out: None,
+        });
+        if t.vote != vote {
+            t.vote = vote;
+            t.accepted = None;
+        }
+        t.out = Some((last, rx));
+        tx
+    }
+
+    /// Notes that `target` accepted the entries up to `last` under `vote`,
+    /// in a request sent at `sent`.
+    fn accepted(&self, target: NodeId, vote: Vote<NodeId>, last: LogId<NodeId>, sent: Instant) {
+        let mut targets = self.lock();
+        if let Some(t) = targets.get_mut(&target) {
+            if t.vote == vote && t.accepted.is_none_or(|(l, _)| l <= last) {
+                t.accepted = Some((last, sent));
+                // The round is answered: from now on the acceptance (and
+                // its age) decides.
+                if t.out.as_ref().is_some_and(|(l, _)| *l <= last) {
+                    t.out = None;
+                }
+            }
+        }
+    }
+
+    /// Whether `target` has accepted the entries up to `last` under `vote`
+    /// in an eager request: at once if it has already answered, otherwise
+    /// after waiting at most `wait` for the answer of a request out that
+    /// carries them. `false` means the entries must be sent.
+    pub async fn covers(
+        &self,
+        target: NodeId,
+        vote: &Vote<NodeId>,
+        last: LogId<NodeId>,
+        wait: Duration,
+    ) -> bool {
+        let out = {
+            let targets = self.lock();
+            let Some(t) = targets.get(&target).filter(|t| t.vote == *vote) else {
+                return false;
+            };
+            if t.accepted
+                .is_some_and(|(l, sent)| last <= l && sent.elapsed() < self.fresh_for)
+            {
+                self.metrics.covered.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            match &t.out {
+                Some((l, rx)) if last <= *l => rx.clone(),
+                _ => return false,
+            }
+        };
+        let mut out = out;
+        let answered = tokio::time::timeout(wait, out.wait_for(|a| a.is_some())).await;
+        let covered = matches!(answered, Ok(Ok(a)) if *a == Some(true));
+        if covered {
+            self.metrics.covered.fetch_add(1, Ordering::Relaxed);
+        }
+        covered
+    }
 }
 
 /// The observer the node sets on its log store.
@@ -64,6 +191,7 @@ pub struct Eager {
     /// log store that holds this observer lives inside Raft).
     raft: OnceLock<watch::Receiver<RaftMetrics<NodeId, BasicNode>>>,
     in_flight: Arc<AtomicUsize>,
+    acks: Arc<Acks>,
     metrics: Arc<EagerMetrics>,
 }
 
@@ -80,8 +208,14 @@ impl Eager {
             timeout,
             raft: OnceLock::new(),
             in_flight: Arc::new(AtomicUsize::new(0)),
+            acks: Arc::new(Acks::new(timeout, metrics.clone())),
             metrics,
         }
+    }
+
+    /// The voters' answers, for the Raft network.
+    pub fn acks(&self) -> Arc<Acks> {
+        self.acks.clone()
     }
 
     /// Hands over the started Raft's metrics; appends before this are not
@@ -175,21 +309,35 @@ impl AppendObserver for Eager {
         let Some((targets, request)) = self.request(prev, entries) else {
             return;
         };
+        let Some(last) = request.entries.last().map(|e| e.log_id) else {
+            return;
+        };
+        let vote = request.vote;
         self.in_flight.store(targets.len(), Ordering::Release);
         let (peers, timeout) = (self.peers.clone(), self.timeout);
         let (in_flight, metrics) = (self.in_flight.clone(), self.metrics.clone());
+        let acks = self.acks.clone();
+        let outcomes: Vec<_> = targets
+            .iter()
+            .map(|(target, _)| acks.sending(*target, vote, last))
+            .collect();
+        let sent = Instant::now();
         runtime.spawn(async move {
             let body = match encode(&request) {
                 Ok(b) => b,
                 Err(e) => {
                     in_flight.store(0, Ordering::Release);
+                    for outcome in outcomes {
+                        outcome.send_replace(Some(false));
+                    }
                     debug!(error = %e, "eager append not encoded");
                     return;
                 }
             };
-            for (target, address) in targets {
+            for ((target, address), outcome) in targets.into_iter().zip(outcomes) {
                 let (peers, body) = (peers.clone(), body.clone());
                 let (in_flight, metrics) = (in_flight.clone(), metrics.clone());
+                let acks = acks.clone();
                 tokio::spawn(async move {
                     let _out = Out(in_flight);
                     let answer: Result<
@@ -199,7 +347,11 @@ impl AppendObserver for Eager {
                         .call_encoded(&address, target, PATH_APPEND, body, timeout)
                         .await;
                     let counter = match answer {
-                        Ok(Ok(AppendEntriesResponse::Success)) => &metrics.accepted,
+                        Ok(Ok(AppendEntriesResponse::Success)) => {
+                            acks.accepted(target, vote, last, sent);
+                            outcome.send_replace(Some(true));
+                            &metrics.accepted
+                        }
                         Ok(_) => &metrics.rejected,
                         Err(e) => {
                             debug!(error = %e, target, "eager append failed");
@@ -210,5 +362,106 @@ impl AppendObserver for Eager {
                 });
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn log_id(term: u64, index: u64) -> LogId<NodeId> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn acks() -> Acks {
+        Acks::new(Duration::from_secs(5), Arc::new(EagerMetrics::default()))
+    }
+
+    const WAIT: Duration = Duration::from_millis(200);
+
+    /// Entries count as accepted only when the voter accepted them (or
+    /// later ones) under the same vote; anything else must be sent.
+    #[tokio::test]
+    async fn only_entries_accepted_under_the_same_vote_are_covered() {
+        let acks = acks();
+        let vote = Vote::new_committed(2, 1);
+        assert!(
+            !acks.covers(2, &vote, log_id(2, 5), WAIT).await,
+            "nothing sent yet"
+        );
+        let outcome = acks.sending(2, vote, log_id(2, 5));
+        acks.accepted(2, vote, log_id(2, 5), Instant::now());
+        outcome.send_replace(Some(true));
+        assert!(acks.covers(2, &vote, log_id(2, 5), WAIT).await);
+        assert!(
+            acks.covers(2, &vote, log_id(2, 4), WAIT).await,
+            "earlier entries"
+        );
+        assert!(
+            !acks.covers(2, &vote, log_id(2, 6), WAIT).await,
+            "later entries"
+        );
+        assert!(
+            !acks.covers(3, &vote, log_id(2, 5), WAIT).await,
+            "another voter"
+        );
+        let newer = Vote::new_committed(3, 1);
+        assert!(
+            !acks.covers(2, &newer, log_id(2, 5), WAIT).await,
+            "another vote"
+        );
+        // A round under a newer vote forgets what was accepted before it.
+        let _out = acks.sending(2, newer, log_id(3, 6));
+        assert!(!acks.covers(2, &vote, log_id(2, 5), WAIT).await);
+        assert_eq!(acks.metrics.covered.load(Ordering::Relaxed), 2);
+    }
+
+    /// A request that asks for entries a round still out carries waits for
+    /// that round's answer: covered when accepted, sent when rejected or
+    /// when the answer does not come in time.
+    #[tokio::test]
+    async fn a_round_out_is_awaited() {
+        let acks = Arc::new(acks());
+        let vote = Vote::new_committed(2, 1);
+        let outcome = acks.sending(2, vote, log_id(2, 7));
+        let asking = {
+            let acks = acks.clone();
+            tokio::spawn(async move { acks.covers(2, &vote, log_id(2, 7), WAIT).await })
+        };
+        tokio::task::yield_now().await;
+        outcome.send_replace(Some(true));
+        assert!(asking.await.unwrap());
+
+        let rejected = acks.sending(3, vote, log_id(2, 7));
+        let asking = {
+            let acks = acks.clone();
+            tokio::spawn(async move { acks.covers(3, &vote, log_id(2, 7), WAIT).await })
+        };
+        tokio::task::yield_now().await;
+        drop(rejected);
+        assert!(!asking.await.unwrap(), "a rejected round covers nothing");
+
+        let _silent = acks.sending(4, vote, log_id(2, 7));
+        let t = Instant::now();
+        assert!(!acks.covers(4, &vote, log_id(2, 7), WAIT).await);
+        assert!(t.elapsed() >= WAIT, "waited for the answer");
+    }
+
+    /// An acceptance older than the peer timeout is not used: openraft
+    /// takes an answer as a sign of life at the time it asked.
+    #[tokio::test]
+    async fn an_old_acceptance_is_not_used() {
+        let acks = Acks::new(Duration::from_millis(20), Arc::new(EagerMetrics::default()));
+        let vote = Vote::new_committed(2, 1);
+        let _out = acks.sending(2, vote, log_id(2, 5));
+        acks.accepted(
+            2,
+            vote,
+            log_id(2, 5),
+            Instant::now() - Duration::from_millis(50),
+        );
+        assert!(!acks.covers(2, &vote, log_id(2, 5), Duration::ZERO).await);
     }
 }

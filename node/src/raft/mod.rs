@@ -24,6 +24,7 @@ use tracing::info;
 
 use crate::config::NodeConfig;
 use crate::raft::client::PeerClient;
+use crate::raft::eager::Acks;
 use crate::raft::network::NetworkFactory;
 
 /// This node's Raft handle.
@@ -69,12 +70,14 @@ pub async fn start(
     log: LogStore,
     sm: StateMachineStore,
     peers: PeerClient,
+    acks: Option<Arc<Acks>>,
 ) -> Result<Raft, StartError> {
     let network = NetworkFactory {
         id: cfg.node_id,
         client: peers,
         rpc_timeout: cfg.peer_timeout,
         snapshot_timeout: cfg.snapshot_chunk_timeout,
+        acks,
     };
     Raft::new(cfg.node_id, raft_config(cfg)?, network, log, sm)
         .await

@@ -1,5 +1,6 @@
 //! openraft's network over the peer HTTP client: one `Network` per target.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -16,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::raft::client::{PeerClient, PeerError};
+use crate::raft::eager::Acks;
 
 /// Paths of the Raft RPCs under `/raft/`.
 pub const PATH_APPEND: &str = "/raft/append";
@@ -30,6 +32,8 @@ pub struct NetworkFactory {
     pub client: PeerClient,
     pub rpc_timeout: Duration,
     pub snapshot_timeout: Duration,
+    /// The voters' answers to eager replication, when it is on.
+    pub acks: Option<Arc<Acks>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -43,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             node: node.clone(),
             rpc_timeout: self.rpc_timeout,
             snapshot_timeout: self.snapshot_timeout,
+            acks: self.acks.clone(),
         }
     }
 }
@@ -55,6 +60,7 @@ pub struct Network {
     node: BasicNode,
     rpc_timeout: Duration,
     snapshot_timeout: Duration,
+    acks: Option<Arc<Acks>>,
 }
 
 type Rpc<E> = RPCError<NodeId, BasicNode, E>;
@@ -122,6 +128,18 @@ impl RaftNetwork<TypeConfig> for Network {
             .hard_ttl()
             .min(self.rpc_timeout)
             .max(Duration::from_millis(50));
+        // Entries the target already accepted from eager replication (or
+        // will have, once the request out with them is answered) are not
+        // sent again; half the time is left to send them should that
+        // request fail.
+        if let (Some(acks), Some(last)) = (&self.acks, rpc.entries.last()) {
+            if acks
+                .covers(self.target, &rpc.vote, last.log_id, timeout / 2)
+                .await
+            {
+                return Ok(AppendEntriesResponse::Success);
+            }
+        }
         self.rpc(RPCTypes::AppendEntries, PATH_APPEND, &rpc, timeout)
             .await
     }
