@@ -133,14 +133,15 @@ impl Acks {
     /// in a request sent at `sent`.
     fn accepted(&self, target: NodeId, vote: Vote<NodeId>, last: LogId<NodeId>, sent: Instant) {
         let mut targets = self.lock();
-        if let Some(t) = targets.get_mut(&target) {
-            if t.vote == vote && t.accepted.is_none_or(|(l, _)| l <= last) {
-                t.accepted = Some((last, sent));
-                // The round is answered: from now on the acceptance (and
-                // its age) decides.
-                if t.out.as_ref().is_some_and(|(l, _)| *l <= last) {
-                    t.out = None;
-                }
+        if let Some(t) = targets.get_mut(&target)
+            && t.vote == vote
+            && t.accepted.is_none_or(|(l, _)| l <= last)
+        {
+            t.accepted = Some((last, sent));
+            // The round is answered: from now on the acceptance (and its
+            // age) decides.
+            if t.out.as_ref().is_some_and(|(l, _)| *l <= last) {
+                t.out = None;
             }
         }
     }

@@ -132,13 +132,12 @@ impl RaftNetwork<TypeConfig> for Network {
         // will have, once the request out with them is answered) are not
         // sent again; half the time is left to send them should that
         // request fail.
-        if let (Some(acks), Some(last)) = (&self.acks, rpc.entries.last()) {
-            if acks
+        if let (Some(acks), Some(last)) = (&self.acks, rpc.entries.last())
+            && acks
                 .covers(self.target, &rpc.vote, last.log_id, timeout / 2)
                 .await
-            {
-                return Ok(AppendEntriesResponse::Success);
-            }
+        {
+            return Ok(AppendEntriesResponse::Success);
         }
         self.rpc(RPCTypes::AppendEntries, PATH_APPEND, &rpc, timeout)
             .await
