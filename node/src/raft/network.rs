@@ -130,16 +130,22 @@ impl RaftNetwork<TypeConfig> for Network {
             .max(Duration::from_millis(50));
         // Entries the target already accepted from eager replication (or
         // will have, once the request out with them is answered) are not
-        // sent again; half the time is left to send them should that
-        // request fail.
+        // sent again. A second request would only queue behind that one
+        // at the target, so its answer is awaited for as long as this
+        // call may take; should it fail, the entries go out in what time
+        // is left.
+        let started = tokio::time::Instant::now();
         if let (Some(acks), Some(last)) = (&self.acks, rpc.entries.last())
             && acks
-                .covers(self.target, &rpc.vote, last.log_id, timeout / 2)
+                .covers(self.target, &rpc.vote, last.log_id, timeout)
                 .await
         {
             return Ok(AppendEntriesResponse::Success);
         }
-        self.rpc(RPCTypes::AppendEntries, PATH_APPEND, &rpc, timeout)
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(10));
+        self.rpc(RPCTypes::AppendEntries, PATH_APPEND, &rpc, left)
             .await
     }
 
