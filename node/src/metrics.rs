@@ -315,7 +315,7 @@ impl Metrics {
             ),
             Sample::labelled(
                 "pulseplane_raft_eager_appends_total",
-                "A leader's new entries sent to a voter before the leader synced them, by outcome: accepted, rejected (the voter holds a newer vote, or lacks the entry before), failed (unreachable, timed out), skipped (the previous round was still out; counted once per append).",
+                "A leader's new entries sent to a voter before the leader synced them, by outcome: accepted, rejected (the voter holds a newer vote, or lacks the entry before), failed (unreachable, timed out), skipped (the voter's previous one was still out).",
                 "counter",
                 vec![
                     ("outcome=\"accepted\"".into(), get(&self.eager.accepted)),

@@ -14,8 +14,8 @@
 //!
 //! A follower's acceptance is kept in [`Acks`]. When openraft's
 //! replication then asks the network to send entries that the follower
-//! has already accepted under the same vote (or that a round still out
-//! covers, whose answer it then awaits), the network answers `Success`
+//! has already accepted under the same vote (or that a request still out
+//! carries, whose answer it then awaits), the network answers `Success`
 //! itself instead of sending them a second time (see [`Acks::covers`]):
 //! that saves a round trip on each write's path and two requests per
 //! write. A follower's acceptance of entries under a leader's vote stays
@@ -27,13 +27,13 @@
 //! Only plain entries are sent this way (not membership changes or a new
 //! leader's first entry), only while this node leads in the entries' term,
 //! only to voters that openraft's replication has brought up to the entry
-//! before them, and one round at a time. So it works when the leader has
-//! nothing else in flight, where it takes a follower's sync off a write's
-//! path; under load, openraft's replication already overlaps the leader's
-//! syncs with the followers' and is left alone.
+//! before them, and one request out per voter at a time. So it works when
+//! the leader has nothing else in flight, where it takes a follower's sync
+//! off a write's path; under load, openraft's replication already overlaps
+//! the leader's syncs with the followers' and is left alone.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,9 @@ use crate::raft::Raft;
 use crate::raft::client::{PeerClient, encode};
 use crate::raft::network::PATH_APPEND;
 
+/// A wait for an eager answer this long is logged (debug).
+const SLOW_ANSWER: Duration = Duration::from_millis(20);
+
 /// A voter's id and address.
 type Target = (NodeId, String);
 
@@ -61,15 +64,15 @@ pub struct EagerMetrics {
     pub rejected: AtomicU64,
     /// Requests that failed on the way (unreachable, timed out).
     pub failed: AtomicU64,
-    /// Appends not sent because the previous round was still out.
+    /// Requests not sent because the voter's previous one was still out.
     pub skipped: AtomicU64,
     /// openraft replication requests answered from a follower's acceptance
     /// of an eager request, not sent again.
     pub covered: AtomicU64,
 }
 
-/// What one voter has accepted of the eager requests, and the round out to
-/// it.
+/// What one voter has accepted of the eager requests, and the request out
+/// to it.
 struct TargetAcks {
     /// The vote the entries below were sent under.
     vote: Vote<NodeId>,
@@ -77,7 +80,7 @@ struct TargetAcks {
     /// that carried it was sent.
     accepted: Option<(LogId<NodeId>, Instant)>,
     /// The request out to the voter: its last entry, and its outcome once
-    /// answered (`Some(true)` when accepted).
+    /// answered (`Some(true)` when accepted). Cleared when its task ends.
     out: Option<(LogId<NodeId>, watch::Receiver<Option<bool>>)>,
 }
 
@@ -107,26 +110,41 @@ impl Acks {
     }
 
     /// Notes a request out to `target` under `vote` whose last entry is
-    /// `last`; its outcome goes to the returned sender.
+    /// `last`, unless the target's previous request is still out (`None`);
+    /// the returned sender takes its outcome.
     fn sending(
         &self,
         target: NodeId,
         vote: Vote<NodeId>,
         last: LogId<NodeId>,
-    ) -> watch::Sender<Option<bool>> {
-        let (tx, rx) = watch::channel(None);
+    ) -> Option<watch::Sender<Option<bool>>> {
         let mut targets = self.lock();
         let t = targets.entry(target).or_insert(TargetAcks {
             vote,
             accepted: None,
             out: None,
         });
+        if t.out.is_some() {
+            return None;
+        }
         if t.vote != vote {
             t.vote = vote;
             t.accepted = None;
         }
+        let (tx, rx) = watch::channel(None);
         t.out = Some((last, rx));
-        tx
+        Some(tx)
+    }
+
+    /// Notes that the request out to `target` whose last entry is `last`
+    /// has ended (answered or not): the target may be sent the next one.
+    fn finished(&self, target: NodeId, last: LogId<NodeId>) {
+        let mut targets = self.lock();
+        if let Some(t) = targets.get_mut(&target)
+            && t.out.as_ref().is_some_and(|(l, _)| *l == last)
+        {
+            t.out = None;
+        }
     }
 
     /// Notes that `target` accepted the entries up to `last` under `vote`,
@@ -138,11 +156,6 @@ impl Acks {
             && t.accepted.is_none_or(|(l, _)| l <= last)
         {
             t.accepted = Some((last, sent));
-            // The round is answered: from now on the acceptance (and its
-            // age) decides.
-            if t.out.as_ref().is_some_and(|(l, _)| *l <= last) {
-                t.out = None;
-            }
         }
     }
 
@@ -174,10 +187,15 @@ impl Acks {
             }
         };
         let mut out = out;
+        let started = Instant::now();
         let answered = tokio::time::timeout(wait, out.wait_for(|a| a.is_some())).await;
         let covered = matches!(answered, Ok(Ok(a)) if *a == Some(true));
         if covered {
             self.metrics.covered.fetch_add(1, Ordering::Relaxed);
+        }
+        let waited = started.elapsed();
+        if waited >= SLOW_ANSWER {
+            debug!(target, ?waited, covered, "slow answer to an eager append");
         }
         covered
     }
@@ -191,7 +209,6 @@ pub struct Eager {
     /// Raft's metrics, once it has started (a receiver, not a handle: the
     /// log store that holds this observer lives inside Raft).
     raft: OnceLock<watch::Receiver<RaftMetrics<NodeId, BasicNode>>>,
-    in_flight: Arc<AtomicUsize>,
     acks: Arc<Acks>,
     metrics: Arc<EagerMetrics>,
 }
@@ -208,7 +225,6 @@ impl Eager {
             peers,
             timeout,
             raft: OnceLock::new(),
-            in_flight: Arc::new(AtomicUsize::new(0)),
             acks: Arc::new(Acks::new(timeout, metrics.clone())),
             metrics,
         }
@@ -284,12 +300,21 @@ impl Eager {
     }
 }
 
-/// One request out: counted off when its task ends, however it ends.
-struct Out(Arc<AtomicUsize>);
+/// One request out: when its task ends, however it ends, the outcome is
+/// settled (not accepted, unless already told) and the voter may be sent
+/// the next request.
+struct Out {
+    acks: Arc<Acks>,
+    target: NodeId,
+    last: LogId<NodeId>,
+    outcome: watch::Sender<Option<bool>>,
+}
 
 impl Drop for Out {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.outcome
+            .send_if_modified(|o| o.replace(o.unwrap_or(false)).is_none());
+        self.acks.finished(self.target, self.last);
     }
 }
 
@@ -301,12 +326,6 @@ impl AppendObserver for Eager {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        // One round at a time: a new append while one is out means the
-        // leader is busy, and its replication overlaps the syncs anyway.
-        if self.in_flight.load(Ordering::Acquire) != 0 {
-            self.metrics.skipped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         let Some((targets, request)) = self.request(prev, entries) else {
             return;
         };
@@ -314,48 +333,57 @@ impl AppendObserver for Eager {
             return;
         };
         let vote = request.vote;
-        self.in_flight.store(targets.len(), Ordering::Release);
-        let (peers, timeout) = (self.peers.clone(), self.timeout);
-        let (in_flight, metrics) = (self.in_flight.clone(), self.metrics.clone());
-        let acks = self.acks.clone();
-        let outcomes: Vec<_> = targets
-            .iter()
-            .map(|(target, _)| acks.sending(*target, vote, last))
+        // One request out per voter: one still out means the leader is
+        // busy, and its replication overlaps the syncs anyway.
+        let out: Vec<(String, Out)> = targets
+            .into_iter()
+            .filter_map(|(target, address)| {
+                let Some(outcome) = self.acks.sending(target, vote, last) else {
+                    self.metrics.skipped.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                };
+                let out = Out {
+                    acks: self.acks.clone(),
+                    target,
+                    last,
+                    outcome,
+                };
+                Some((address, out))
+            })
             .collect();
+        if out.is_empty() {
+            return;
+        }
+        let (peers, timeout) = (self.peers.clone(), self.timeout);
+        let metrics = self.metrics.clone();
         let sent = Instant::now();
         runtime.spawn(async move {
             let body = match encode(&request) {
                 Ok(b) => b,
                 Err(e) => {
-                    in_flight.store(0, Ordering::Release);
-                    for outcome in outcomes {
-                        outcome.send_replace(Some(false));
-                    }
                     debug!(error = %e, "eager append not encoded");
                     return;
                 }
             };
-            for ((target, address), outcome) in targets.into_iter().zip(outcomes) {
+            for (address, out) in out {
                 let (peers, body) = (peers.clone(), body.clone());
-                let (in_flight, metrics) = (in_flight.clone(), metrics.clone());
-                let acks = acks.clone();
+                let metrics = metrics.clone();
                 tokio::spawn(async move {
-                    let _out = Out(in_flight);
                     let answer: Result<
                         Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>,
                         _,
                     > = peers
-                        .call_encoded(&address, target, PATH_APPEND, body, timeout)
+                        .call_encoded(&address, out.target, PATH_APPEND, body, timeout)
                         .await;
                     let counter = match answer {
                         Ok(Ok(AppendEntriesResponse::Success)) => {
-                            acks.accepted(target, vote, last, sent);
-                            outcome.send_replace(Some(true));
+                            out.acks.accepted(out.target, vote, last, sent);
+                            out.outcome.send_replace(Some(true));
                             &metrics.accepted
                         }
                         Ok(_) => &metrics.rejected,
                         Err(e) => {
-                            debug!(error = %e, target, "eager append failed");
+                            debug!(error = %e, target = out.target, "eager append failed");
                             &metrics.failed
                         }
                     };
@@ -376,8 +404,28 @@ mod tests {
         LogId::new(CommittedLeaderId::new(term, 1), index)
     }
 
-    fn acks() -> Acks {
-        Acks::new(Duration::from_secs(5), Arc::new(EagerMetrics::default()))
+    fn acks() -> Arc<Acks> {
+        Arc::new(Acks::new(
+            Duration::from_secs(5),
+            Arc::new(EagerMetrics::default()),
+        ))
+    }
+
+    /// A request out to `target`, as `Eager` sends one.
+    fn out(acks: &Arc<Acks>, target: NodeId, vote: Vote<NodeId>, last: LogId<NodeId>) -> Out {
+        let outcome = acks.sending(target, vote, last).expect("nothing out");
+        Out {
+            acks: acks.clone(),
+            target,
+            last,
+            outcome,
+        }
+    }
+
+    /// The request out is answered: accepted.
+    fn accept(out: Out, vote: Vote<NodeId>, sent: Instant) {
+        out.acks.accepted(out.target, vote, out.last, sent);
+        out.outcome.send_replace(Some(true));
     }
 
     const WAIT: Duration = Duration::from_millis(200);
@@ -392,9 +440,7 @@ mod tests {
             !acks.covers(2, &vote, log_id(2, 5), WAIT).await,
             "nothing sent yet"
         );
-        let outcome = acks.sending(2, vote, log_id(2, 5));
-        acks.accepted(2, vote, log_id(2, 5), Instant::now());
-        outcome.send_replace(Some(true));
+        accept(out(&acks, 2, vote, log_id(2, 5)), vote, Instant::now());
         assert!(acks.covers(2, &vote, log_id(2, 5), WAIT).await);
         assert!(
             acks.covers(2, &vote, log_id(2, 4), WAIT).await,
@@ -413,56 +459,70 @@ mod tests {
             !acks.covers(2, &newer, log_id(2, 5), WAIT).await,
             "another vote"
         );
-        // A round under a newer vote forgets what was accepted before it.
-        let _out = acks.sending(2, newer, log_id(3, 6));
+        // A request under a newer vote forgets what was accepted before it.
+        let _out = out(&acks, 2, newer, log_id(3, 6));
         assert!(!acks.covers(2, &vote, log_id(2, 5), WAIT).await);
         assert_eq!(acks.metrics.covered.load(Ordering::Relaxed), 2);
     }
 
-    /// A request that asks for entries a round still out carries waits for
-    /// that round's answer: covered when accepted, sent when rejected or
+    /// A request that asks for entries a request still out carries waits
+    /// for that one's answer: covered when accepted, sent when rejected or
     /// when the answer does not come in time.
     #[tokio::test]
-    async fn a_round_out_is_awaited() {
-        let acks = Arc::new(acks());
+    async fn a_request_out_is_awaited() {
+        let acks = acks();
         let vote = Vote::new_committed(2, 1);
-        let outcome = acks.sending(2, vote, log_id(2, 7));
+        let accepted = out(&acks, 2, vote, log_id(2, 7));
         let asking = {
             let acks = acks.clone();
             tokio::spawn(async move { acks.covers(2, &vote, log_id(2, 7), WAIT).await })
         };
         tokio::task::yield_now().await;
-        outcome.send_replace(Some(true));
+        accept(accepted, vote, Instant::now());
         assert!(asking.await.unwrap());
 
-        let rejected = acks.sending(3, vote, log_id(2, 7));
+        let rejected = out(&acks, 3, vote, log_id(2, 7));
         let asking = {
             let acks = acks.clone();
             tokio::spawn(async move { acks.covers(3, &vote, log_id(2, 7), WAIT).await })
         };
         tokio::task::yield_now().await;
         drop(rejected);
-        assert!(!asking.await.unwrap(), "a rejected round covers nothing");
+        assert!(!asking.await.unwrap(), "a rejected request covers nothing");
 
-        let _silent = acks.sending(4, vote, log_id(2, 7));
+        let _silent = out(&acks, 4, vote, log_id(2, 7));
         let t = Instant::now();
         assert!(!acks.covers(4, &vote, log_id(2, 7), WAIT).await);
         assert!(t.elapsed() >= WAIT, "waited for the answer");
+    }
+
+    /// One request out per voter: the next is refused until the one out
+    /// has ended, however it ended.
+    #[tokio::test]
+    async fn one_request_out_per_voter() {
+        let acks = acks();
+        let vote = Vote::new_committed(2, 1);
+        let first = out(&acks, 2, vote, log_id(2, 5));
+        assert!(acks.sending(2, vote, log_id(2, 6)).is_none());
+        let _other = out(&acks, 3, vote, log_id(2, 6));
+        drop(first);
+        let second = out(&acks, 2, vote, log_id(2, 6));
+        accept(second, vote, Instant::now());
+        assert!(acks.sending(2, vote, log_id(2, 7)).is_some());
     }
 
     /// An acceptance older than the peer timeout is not used: openraft
     /// takes an answer as a sign of life at the time it asked.
     #[tokio::test]
     async fn an_old_acceptance_is_not_used() {
-        let acks = Acks::new(Duration::from_millis(20), Arc::new(EagerMetrics::default()));
+        let acks = Arc::new(Acks::new(
+            Duration::from_millis(20),
+            Arc::new(EagerMetrics::default()),
+        ));
         let vote = Vote::new_committed(2, 1);
-        let _out = acks.sending(2, vote, log_id(2, 5));
-        acks.accepted(
-            2,
-            vote,
-            log_id(2, 5),
-            Instant::now() - Duration::from_millis(50),
-        );
-        assert!(!acks.covers(2, &vote, log_id(2, 5), Duration::ZERO).await);
+        accept(out(&acks, 2, vote, log_id(2, 5)), vote, Instant::now());
+        assert!(acks.covers(2, &vote, log_id(2, 5), WAIT).await);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(!acks.covers(2, &vote, log_id(2, 5), WAIT).await);
     }
 }
