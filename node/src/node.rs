@@ -7,11 +7,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use openraft::ServerState;
 use pulseplane_raft_store::{NodeId, StateMachineStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::NodeConfig;
 use crate::datadir::{DataDir, DataDirError, write_atomic};
@@ -517,6 +518,13 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Nod
     let served = match &cfg.tls {
         Some(tls) => crate::tls::serve(listener, app, tls, shutdown.clone()).await,
         None => {
+            // Replies go out at once, not held back for the acknowledgement
+            // of the previous segment (as the TLS listener does too).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),
