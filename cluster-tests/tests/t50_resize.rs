@@ -127,3 +127,63 @@ async fn grow_to_five_and_shrink_to_three_under_writes() {
         c.assert_has_flags(*id, "prod", &record.acked).await;
     }
 }
+
+/// A follower wiped and added back at once under its old id and address,
+/// under writes.
+///
+/// Invariant: the leader takes nothing the old node had accepted as held
+/// by the new, empty one: the node catches up from the leader, all three
+/// converge to one state digest, and it holds every acknowledged write,
+/// including those made while it was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_follower_rejoins_at_once_under_its_old_id() {
+    let mut c = Cluster::start(3).await;
+    c.create_env(1, "prod").await;
+    let leader = c.leader(Duration::from_secs(10)).await;
+    let victim = (1..=3).find(|id| *id != leader).unwrap();
+    let survivors: Vec<String> = (1..=3)
+        .filter(|id| *id != victim)
+        .map(|id| c.url(id))
+        .collect();
+    let writers = load::start(&c.client, survivors, "prod", 4);
+    wait_until(
+        Duration::from_secs(30),
+        "100 acknowledged writes",
+        || async { (writers.acked().await >= 100).then_some(()) },
+    )
+    .await;
+
+    c.kill9(victim);
+    c.wipe(victim);
+    let (s, v) = c
+        .client
+        .delete(&c.url(leader), &format!("/admin/v1/cluster/nodes/{victim}"))
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "removing node {victim}: {v}");
+    c.spawn(victim);
+    let address = c.peer_addr(victim).to_owned();
+    let (s, v) = c
+        .client
+        .post(
+            &c.url(leader),
+            "/admin/v1/cluster/nodes",
+            &json!({"id": victim, "address": address, "voter": true}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s, 200, "adding node {victim} back: {v}");
+    assert!(voters(&v).contains(&victim), "{v}");
+    c.wait_ready(victim, Duration::from_secs(30)).await;
+
+    let more = writers.acked().await;
+    wait_until(
+        Duration::from_secs(20),
+        "writes after the node is back",
+        || async { (writers.acked().await > more + 50).then_some(()) },
+    )
+    .await;
+    let record = writers.stop().await;
+    c.converged(&[1, 2, 3], Duration::from_secs(30)).await;
+    c.assert_has_flags(victim, "prod", &record.acked).await;
+}

@@ -82,6 +82,9 @@ struct TargetAcks {
     /// The request out to the voter: its last entry, and its outcome once
     /// answered (`Some(true)` when accepted). Cleared when its task ends.
     out: Option<(LogId<NodeId>, watch::Receiver<Option<bool>>)>,
+    /// Moves on when openraft starts a new replication to the voter: the
+    /// answer of a request sent before is then not taken.
+    epoch: u64,
 }
 
 /// The voters' answers to eager requests, shared by [`Eager`] (which sends
@@ -111,18 +114,20 @@ impl Acks {
 
     /// Notes a request out to `target` under `vote` whose last entry is
     /// `last`, unless the target's previous request is still out (`None`);
-    /// the returned sender takes its outcome.
+    /// the returned sender takes its outcome, and the epoch goes with the
+    /// answer to [`Acks::accepted`].
     fn sending(
         &self,
         target: NodeId,
         vote: Vote<NodeId>,
         last: LogId<NodeId>,
-    ) -> Option<watch::Sender<Option<bool>>> {
+    ) -> Option<(watch::Sender<Option<bool>>, u64)> {
         let mut targets = self.lock();
         let t = targets.entry(target).or_insert(TargetAcks {
             vote,
             accepted: None,
             out: None,
+            epoch: 0,
         });
         if t.out.is_some() {
             return None;
@@ -133,25 +138,40 @@ impl Acks {
         }
         let (tx, rx) = watch::channel(None);
         t.out = Some((last, rx));
-        Some(tx)
+        Some((tx, t.epoch))
     }
 
     /// Notes that the request out to `target` whose last entry is `last`
     /// has ended (answered or not): the target may be sent the next one.
-    fn finished(&self, target: NodeId, last: LogId<NodeId>) {
+    fn finished(&self, target: NodeId, last: LogId<NodeId>, epoch: u64) {
         let mut targets = self.lock();
         if let Some(t) = targets.get_mut(&target)
+            && t.epoch == epoch
             && t.out.as_ref().is_some_and(|(l, _)| *l == last)
         {
             t.out = None;
         }
     }
 
+    /// Forgets what `target` accepted, and the request out to it:
+    /// openraft starts a new replication to it (a new term, or the node
+    /// joined again, perhaps with an empty log under the id it had). The
+    /// answer of a request sent before is not taken.
+    pub fn forget(&self, target: NodeId) {
+        if let Some(t) = self.lock().get_mut(&target) {
+            t.accepted = None;
+            t.out = None;
+            t.epoch += 1;
+        }
+    }
+
     /// Notes that `target` accepted the entries up to `last` under `vote`,
     /// in a request sent at `sent`.
-    fn accepted(&self, target: NodeId, vote: Vote<NodeId>, last: LogId<NodeId>, sent: Instant) {
+    fn accepted(&self, out: &Out, vote: Vote<NodeId>, sent: Instant) {
+        let (target, last) = (out.target, out.last);
         let mut targets = self.lock();
         if let Some(t) = targets.get_mut(&target)
+            && t.epoch == out.epoch
             && t.vote == vote
             && t.accepted.is_none_or(|(l, _)| l <= last)
         {
@@ -307,6 +327,7 @@ struct Out {
     acks: Arc<Acks>,
     target: NodeId,
     last: LogId<NodeId>,
+    epoch: u64,
     outcome: watch::Sender<Option<bool>>,
 }
 
@@ -314,7 +335,7 @@ impl Drop for Out {
     fn drop(&mut self) {
         self.outcome
             .send_if_modified(|o| o.replace(o.unwrap_or(false)).is_none());
-        self.acks.finished(self.target, self.last);
+        self.acks.finished(self.target, self.last, self.epoch);
     }
 }
 
@@ -338,7 +359,7 @@ impl AppendObserver for Eager {
         let out: Vec<(String, Out)> = targets
             .into_iter()
             .filter_map(|(target, address)| {
-                let Some(outcome) = self.acks.sending(target, vote, last) else {
+                let Some((outcome, epoch)) = self.acks.sending(target, vote, last) else {
                     self.metrics.skipped.fetch_add(1, Ordering::Relaxed);
                     return None;
                 };
@@ -346,6 +367,7 @@ impl AppendObserver for Eager {
                     acks: self.acks.clone(),
                     target,
                     last,
+                    epoch,
                     outcome,
                 };
                 Some((address, out))
@@ -377,7 +399,7 @@ impl AppendObserver for Eager {
                         .await;
                     let counter = match answer {
                         Ok(Ok(AppendEntriesResponse::Success)) => {
-                            out.acks.accepted(out.target, vote, last, sent);
+                            out.acks.accepted(&out, vote, sent);
                             out.outcome.send_replace(Some(true));
                             &metrics.accepted
                         }
@@ -413,18 +435,19 @@ mod tests {
 
     /// A request out to `target`, as `Eager` sends one.
     fn out(acks: &Arc<Acks>, target: NodeId, vote: Vote<NodeId>, last: LogId<NodeId>) -> Out {
-        let outcome = acks.sending(target, vote, last).expect("nothing out");
+        let (outcome, epoch) = acks.sending(target, vote, last).expect("nothing out");
         Out {
             acks: acks.clone(),
             target,
             last,
+            epoch,
             outcome,
         }
     }
 
     /// The request out is answered: accepted.
     fn accept(out: Out, vote: Vote<NodeId>, sent: Instant) {
-        out.acks.accepted(out.target, vote, out.last, sent);
+        out.acks.accepted(&out, vote, sent);
         out.outcome.send_replace(Some(true));
     }
 
@@ -509,6 +532,35 @@ mod tests {
         let second = out(&acks, 2, vote, log_id(2, 6));
         accept(second, vote, Instant::now());
         assert!(acks.sending(2, vote, log_id(2, 7)).is_some());
+    }
+
+    /// A new replication to a voter (it may have joined again with an
+    /// empty log under the same id) starts from nothing accepted.
+    #[tokio::test]
+    async fn a_new_replication_forgets_what_was_accepted() {
+        let acks = acks();
+        let vote = Vote::new_committed(2, 1);
+        accept(out(&acks, 2, vote, log_id(2, 5)), vote, Instant::now());
+        accept(out(&acks, 3, vote, log_id(2, 5)), vote, Instant::now());
+        acks.forget(2);
+        assert!(!acks.covers(2, &vote, log_id(2, 5), WAIT).await);
+        assert!(
+            acks.covers(3, &vote, log_id(2, 5), WAIT).await,
+            "other voters keep theirs"
+        );
+        // A request sent before the new replication started: its answer
+        // is not taken, and it neither covers nor blocks the next one.
+        let before = out(&acks, 2, vote, log_id(2, 6));
+        acks.forget(2);
+        let next = out(&acks, 2, vote, log_id(2, 7));
+        accept(before, vote, Instant::now());
+        assert!(!acks.covers(2, &vote, log_id(2, 6), Duration::ZERO).await);
+        assert!(
+            acks.sending(2, vote, log_id(2, 8)).is_none(),
+            "the next is still out"
+        );
+        drop(next);
+        assert!(acks.sending(2, vote, log_id(2, 8)).is_some());
     }
 
     /// An acceptance older than the peer timeout is not used: openraft

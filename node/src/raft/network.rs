@@ -40,6 +40,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
+        // openraft asks for a client when it starts replicating to a
+        // target (and for each leadership check): what the target accepted
+        // before is not taken on trust by the new one.
+        if let Some(acks) = &self.acks {
+            acks.forget(target);
+        }
         Network {
             id: self.id,
             client: self.client.clone(),
