@@ -5,7 +5,8 @@
 //! voters; removing two, the leader first, gives three. Adding is
 //! idempotent. No acknowledged write is lost and the remaining members
 //! converge to one state digest. The window between removing the leader and
-//! the next acknowledged write is printed.
+//! the next acknowledged write is printed. A follower wiped, removed and
+//! added back at once under its old id catches up like any new node.
 
 use std::time::{Duration, Instant};
 
