@@ -451,6 +451,19 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(dir);
     }
 
+    /// Kills node `id` with SIGKILL, wipes its data dir and removes it from
+    /// the cluster through node `via` (the removal must succeed).
+    pub async fn kill_wipe_and_remove(&mut self, id: u64, via: u64) {
+        self.kill9(id);
+        self.wipe(id);
+        let (s, v) = self
+            .client
+            .delete(&self.url(via), &format!("/admin/v1/cluster/nodes/{id}"))
+            .await
+            .unwrap();
+        assert_eq!(s, 200, "removing node {id}: {v}");
+    }
+
     pub fn addr(&self, id: u64) -> &str {
         &self.node(id).addr
     }

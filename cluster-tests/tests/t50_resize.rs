@@ -154,14 +154,7 @@ async fn a_wiped_follower_rejoins_at_once_under_its_old_id() {
     )
     .await;
 
-    c.kill9(victim);
-    c.wipe(victim);
-    let (s, v) = c
-        .client
-        .delete(&c.url(leader), &format!("/admin/v1/cluster/nodes/{victim}"))
-        .await
-        .unwrap();
-    assert_eq!(s, 200, "removing node {victim}: {v}");
+    c.kill_wipe_and_remove(victim, leader).await;
     c.spawn(victim);
     let address = c.peer_addr(victim).to_owned();
     let (s, v) = c

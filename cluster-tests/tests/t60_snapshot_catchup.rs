@@ -32,14 +32,7 @@ async fn a_wiped_node_rejoins_under_a_new_id_through_a_snapshot() {
     // Wipe a follower and remove it from the cluster.
     let leader = c.leader(Duration::from_secs(10)).await;
     let victim = (1..=3).find(|id| *id != leader).unwrap();
-    c.kill9(victim);
-    c.wipe(victim);
-    let (s, v) = c
-        .client
-        .delete(&c.url(leader), &format!("/admin/v1/cluster/nodes/{victim}"))
-        .await
-        .unwrap();
-    assert_eq!(s, 200, "{v}");
+    c.kill_wipe_and_remove(victim, leader).await;
 
     // Back under id 7, empty.
     let addr = c.new_node(7);
