@@ -17,6 +17,8 @@
 # the content the draft already has: still a replicated, synced, audited
 # command, but one that writes no new revision. VARY=1 puts a counter in
 # every body instead, so that every write changes its flag.
+# Each step also prints how many WAL syncs took over 100 ms on the three
+# nodes together: the VM's disk, when the p99 jumps with them.
 # Output: text, then one line `BENCH_JSON {...}`.
 set -euo pipefail
 
@@ -107,10 +109,25 @@ fi
 
 CLK=$(getconf CLK_TCK)
 cpu_ticks() { local t=0 p; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+# WAL syncs that took over 100 ms, summed over the three nodes (from each
+# node's pulseplane_raft_fsync_duration_seconds histogram): a slow disk,
+# not the write path, when the p99 jumps with them.
+slow_syncs() {
+  local t=0 n m
+  for n in 1 2 3; do
+    m=$(curl -fs -m 5 "http://127.0.0.1:$((BASE + n))/metrics" || true)
+    t=$((t + $(awk '
+      /^pulseplane_raft_fsync_duration_seconds_bucket\{le="0.1"\}/ { fast = $2 }
+      /^pulseplane_raft_fsync_duration_seconds_count/ { all = $2 }
+      END { printf "%d", all - fast }' <<<"$m")))
+  done
+  echo "$t"
+}
 RESULTS="[]"
 for c in "${CONN_LIST[@]}"; do
   t=$THREADS; [ "$c" -lt "$t" ] && t=$c
   c0=$(cpu_ticks)
+  s0=$(slow_syncs)
   PAUSER=""
   if [ "${PAUSE_FOLLOWERS_MS:-0}" -gt 0 ]; then
     followers=(); for n in 1 2 3; do [ "$n" = "$LEADER" ] || followers+=("${PIDS[$((n - 1))]}"); done
@@ -121,12 +138,13 @@ for c in "${CONN_LIST[@]}"; do
   out=$(KEYSPACE=$KEYSPACE TOKEN=$TOKEN WRK_THREADS=$t VARY=${VARY:-0} wrk -t"$t" -c"$c" -d"$DURATION" --timeout 5s --latency -s "$LUA" "http://127.0.0.1:$LPORT" 2>&1)
   c1=$(cpu_ticks)
   [ -z "$PAUSER" ] || wait "$PAUSER"
+  s1=$(slow_syncs)
   line=$(echo "$out" | sed -n 's/^WRKJSON //p')
   [ -n "$line" ] || { echo "$out" >&2; exit 1; }
   cpu=$(awk -v a="$c0" -v b="$c1" -v k="$CLK" 'BEGIN{printf "%.2f", (b-a)/k}')
-  line=$(jq -c --argjson c "$c" --argjson cpu "$cpu" '{conns:$c} + . + {cpu_s:$cpu, cpu_us_per_write:(if .requests>0 then ($cpu*1e6/.requests|round) else null end)}' <<<"$line")
+  line=$(jq -c --argjson c "$c" --argjson cpu "$cpu" --argjson slow "$((s1 - s0))" '{conns:$c} + . + {cpu_s:$cpu, cpu_us_per_write:(if .requests>0 then ($cpu*1e6/.requests|round) else null end), slow_syncs:$slow}' <<<"$line")
   RESULTS=$(jq -c --argjson x "$line" '. + [$x]' <<<"$RESULTS")
-  jq -r '"   => pulseplane c\(.conns): \(.rps|floor) writes/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  max \(.max_ms) ms  \(.cpu_us_per_write) us CPU/write (3 nodes)  non-2xx \(.err_status) socket errors \(.err_socket)"' <<<"$line"
+  jq -r '"   => pulseplane c\(.conns): \(.rps|floor) writes/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  max \(.max_ms) ms  \(.cpu_us_per_write) us CPU/write (3 nodes)  non-2xx \(.err_status) socket errors \(.err_socket)  WAL syncs over 100 ms \(.slow_syncs)"' <<<"$line"
 done
 for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
