@@ -17,8 +17,11 @@
 # the content the draft already has: still a replicated, synced, audited
 # command, but one that writes no new revision. VARY=1 puts a counter in
 # every body instead, so that every write changes its flag.
-# Each step also prints how many WAL syncs took over 100 ms on the three
-# nodes together: the VM's disk, when the p99 jumps with them.
+# Each step also prints, from the nodes' /metrics: the leader's mean time
+# in the flag PUT handler, the mean WAL sync of the leader and of the
+# followers, how many syncs took over 100 ms on the three nodes together
+# (the VM's disk, when the p99 jumps with them), and the leader's eager
+# sends skipped and replication requests covered.
 # Output: text, then one line `BENCH_JSON {...}`.
 set -euo pipefail
 
@@ -109,25 +112,35 @@ fi
 
 CLK=$(getconf CLK_TCK)
 cpu_ticks() { local t=0 p; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
-# WAL syncs that took over 100 ms, summed over the three nodes (from each
-# node's pulseplane_raft_fsync_duration_seconds histogram): a slow disk,
-# not the write path, when the p99 jumps with them.
-slow_syncs() {
-  local t=0 n m
+# Counters read from the nodes' /metrics, as one JSON object: the WAL
+# syncs (count, seconds, and those over 100 ms) of the leader and of the
+# followers, the leader's flag PUTs (count, seconds in the handler), and
+# its eager-replication sends skipped and replication requests covered.
+# Each step reports the difference over its run.
+counters() {
+  local n role m
   for n in 1 2 3; do
+    role=followers; [ "$n" = "$LEADER" ] && role=leader
     m=$(curl -fs -m 5 "http://127.0.0.1:$((BASE + n))/metrics" || true)
-    t=$((t + $(awk '
+    awk -v role="$role" '
       /^pulseplane_raft_fsync_duration_seconds_bucket\{le="0.1"\}/ { fast = $2 }
-      /^pulseplane_raft_fsync_duration_seconds_count/ { all = $2 }
-      END { printf "%d", all - fast }' <<<"$m")))
-  done
-  echo "$t"
+      /^pulseplane_raft_fsync_duration_seconds_count/ { syncs = $2 }
+      /^pulseplane_raft_fsync_duration_seconds_sum/ { sync_s = $2 }
+      /^pulseplane_http_request_duration_seconds_count\{route="\/v1\/environments\/\{env\}\/flags\/\{key\}",method="PUT"\}/ { puts = $2 }
+      /^pulseplane_http_request_duration_seconds_sum\{route="\/v1\/environments\/\{env\}\/flags\/\{key\}",method="PUT"\}/ { put_s = $2 }
+      /^pulseplane_raft_eager_appends_total\{outcome="skipped"\}/ { skipped = $2 }
+      /^pulseplane_raft_eager_covered_total/ { covered = $2 }
+      END {
+        printf "{\"slow\":%d,\"syncs_%s\":%d,\"sync_s_%s\":%f,\"puts\":%d,\"put_s\":%f,\"skipped\":%d,\"covered\":%d}\n",
+          syncs - fast, role, syncs, role, sync_s, puts, put_s, skipped, covered
+      }' <<<"$m"
+  done | jq -s 'reduce .[] as $o ({}; reduce ($o | to_entries[]) as $e (.; .[$e.key] += $e.value))'
 }
 RESULTS="[]"
 for c in "${CONN_LIST[@]}"; do
   t=$THREADS; [ "$c" -lt "$t" ] && t=$c
   c0=$(cpu_ticks)
-  s0=$(slow_syncs)
+  m0=$(counters)
   PAUSER=""
   if [ "${PAUSE_FOLLOWERS_MS:-0}" -gt 0 ]; then
     followers=(); for n in 1 2 3; do [ "$n" = "$LEADER" ] || followers+=("${PIDS[$((n - 1))]}"); done
@@ -138,13 +151,21 @@ for c in "${CONN_LIST[@]}"; do
   out=$(KEYSPACE=$KEYSPACE TOKEN=$TOKEN WRK_THREADS=$t VARY=${VARY:-0} wrk -t"$t" -c"$c" -d"$DURATION" --timeout 5s --latency -s "$LUA" "http://127.0.0.1:$LPORT" 2>&1)
   c1=$(cpu_ticks)
   [ -z "$PAUSER" ] || wait "$PAUSER"
-  s1=$(slow_syncs)
+  m1=$(counters)
   line=$(echo "$out" | sed -n 's/^WRKJSON //p')
   [ -n "$line" ] || { echo "$out" >&2; exit 1; }
   cpu=$(awk -v a="$c0" -v b="$c1" -v k="$CLK" 'BEGIN{printf "%.2f", (b-a)/k}')
-  line=$(jq -c --argjson c "$c" --argjson cpu "$cpu" --argjson slow "$((s1 - s0))" '{conns:$c} + . + {cpu_s:$cpu, cpu_us_per_write:(if .requests>0 then ($cpu*1e6/.requests|round) else null end), slow_syncs:$slow}' <<<"$line")
+  line=$(jq -c --argjson c "$c" --argjson cpu "$cpu" --argjson a "$m0" --argjson b "$m1" '
+    def d(k): ($b[k] // 0) - ($a[k] // 0);
+    def mean_ms(s; n): if d(n) > 0 then (d(s) * 1e6 / d(n) | round / 1000) else null end;
+    {conns:$c} + . + {cpu_s:$cpu, cpu_us_per_write:(if .requests>0 then ($cpu*1e6/.requests|round) else null end),
+      slow_syncs:d("slow"), leader_put_mean_ms:mean_ms("put_s"; "puts"),
+      leader_sync_mean_ms:mean_ms("sync_s_leader"; "syncs_leader"),
+      follower_sync_mean_ms:mean_ms("sync_s_followers"; "syncs_followers"),
+      eager_skipped:d("skipped"), eager_covered:d("covered")}' <<<"$line")
   RESULTS=$(jq -c --argjson x "$line" '. + [$x]' <<<"$RESULTS")
-  jq -r '"   => pulseplane c\(.conns): \(.rps|floor) writes/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  max \(.max_ms) ms  \(.cpu_us_per_write) us CPU/write (3 nodes)  non-2xx \(.err_status) socket errors \(.err_socket)  WAL syncs over 100 ms \(.slow_syncs)"' <<<"$line"
+  jq -r '"   => pulseplane c\(.conns): \(.rps|floor) writes/s  p50 \(.p50_ms) ms  p99 \(.p99_ms) ms  max \(.max_ms) ms  \(.cpu_us_per_write) us CPU/write (3 nodes)  non-2xx \(.err_status) socket errors \(.err_socket)"' <<<"$line"
+  jq -r '"      leader PUT handler mean \(.leader_put_mean_ms) ms  WAL sync mean \(.leader_sync_mean_ms) ms (leader) / \(.follower_sync_mean_ms) ms (followers)  WAL syncs over 100 ms \(.slow_syncs)  eager sends skipped \(.eager_skipped)  replication requests covered \(.eager_covered)"' <<<"$line"
 done
 for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
